@@ -1,0 +1,14 @@
+"""Dataset layout reader, label-budget subsets and MONAI transforms."""
+
+from .dataset import (
+    DatasetError,
+    DatasetInfo,
+    labeled_datalist,
+    load_datalist,
+    load_unlabeled,
+    read_dataset_info,
+    read_split,
+    select_labeled,
+    unlabeled_train_datalist,
+)
+from .transforms import CheckLabeld, ConvertChannelsd, LoadSliceOrImaged, augmentation, preprocessing

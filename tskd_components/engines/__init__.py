@@ -1,0 +1,12 @@
+"""Ignite handlers used by the bundles' trainers and evaluators."""
+
+from .handlers import (
+    AtomicCheckpointSaver,
+    MetricsReport,
+    NaNGuard,
+    ResumeFromCheckpoint,
+    RunRecorder,
+    TrainingCurves,
+    latest_checkpoint,
+    plot_training_curves,
+)

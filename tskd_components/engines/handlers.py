@@ -1,0 +1,207 @@
+"""Ignite handlers that MONAI does not provide: atomic resumable checkpoints, a NaN guard, run records,
+training curves (CSV + PNG) and a per-class metrics report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from ..utils.run_record import write_run_record
+
+logger = logging.getLogger(__name__)
+
+
+class _AtomicDiskSaver(DiskSaver):
+    """ignite's DiskSaver in atomic mode (temp file + rename), optionally always writing one fixed file name."""
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        super().__init__(dirname=dirname, require_empty=False, atomic=True)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def remove(self, filename: str) -> None:
+        super().remove(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` whose files are written atomically, so a crash never leaves a torn checkpoint."""
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for ckpt, name in (
+            (self._final_checkpoint, kwargs.get("final_filename")),
+            (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
+            (self._interval_checkpoint, None),
+        ):
+            if ckpt is not None:
+                ckpt.save_handler = _AtomicDiskSaver(save_dir, name)
+
+
+def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "checkpoint") -> Path | None:
+    """The interval checkpoint with the highest epoch in ``ckpt_dir`` (``<prefix>_epoch=<n>.pt``), if any."""
+    pattern = re.compile(rf"{re.escape(prefix)}_epoch=(\d+)\.pt$")
+    found = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob(f"{prefix}_epoch=*.pt") if (m := pattern.search(p.name))]
+    return max(found)[1] if found else None
+
+
+class ResumeFromCheckpoint:
+    """Resume training from the latest interval checkpoint in ``ckpt_dir`` (model, optimizer, scheduler, trainer).
+
+    Does nothing when ``enabled`` is false or no checkpoint exists yet.
+    """
+
+    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint") -> None:
+        self.path = latest_checkpoint(ckpt_dir, prefix) if enabled else None
+        self.load_dict = load_dict
+
+    def attach(self, engine: Engine) -> None:
+        if self.path is not None:
+            logger.info(f"resuming from {self.path}")
+            CheckpointLoader(load_path=str(self.path), load_dict=self.load_dict, map_location="cpu").attach(engine)
+
+
+class NaNGuard:
+    """Stop with a clear message when the loss stops being finite (instead of training on garbage)."""
+
+    def __init__(self, ckpt_dir: str | None = None, output_transform=lambda out: out[0]["loss"] if isinstance(out, list) else out["loss"]) -> None:
+        self.ckpt_dir = ckpt_dir
+        self.output_transform = output_transform
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        loss = self.output_transform(engine.state.output)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not math.isfinite(value):
+            last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir else None
+            raise FloatingPointError(
+                f"loss became {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
+                "lower the learning rate or check the inputs for NaN/Inf"
+                + (f"; the last good checkpoint is {last} (training resumes from it)" if last else "")
+            )
+
+
+class RunRecorder:
+    """Write ``config.resolved.json`` and ``versions.json`` into ``output_dir`` when the run starts."""
+
+    def __init__(self, output_dir: str, config: Mapping[str, Any]) -> None:
+        self.output_dir = output_dir
+        self.config = config
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, lambda _: write_run_record(self.output_dir, self.config))
+
+
+class TrainingCurves:
+    """Append per-epoch loss, learning rate and validation metrics to ``training_log.csv`` and redraw
+    ``training_curves.png`` in ``output_dir``. Attach to the trainer; pass the validation evaluator to log its
+    metrics too."""
+
+    def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None,
+                 loss_transform=lambda out: out[0]["loss"] if isinstance(out, list) else out["loss"]) -> None:
+        self.output_dir = Path(output_dir)
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.loss_transform = loss_transform
+        self._losses: list[float] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._losses.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _collect(self, engine: Engine) -> None:
+        loss = self.loss_transform(engine.state.output)
+        self._losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
+
+    def _write(self, engine: Engine) -> None:
+        row: dict[str, Any] = {"epoch": engine.state.epoch, "loss": sum(self._losses) / max(len(self._losses), 1)}
+        for name, value in (engine.state.metrics or {}).items():
+            if isinstance(value, (int, float)):
+                row[f"train_{name}"] = value
+        if self.optimizer is not None:
+            row["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.evaluator is not None and self.evaluator.state.epoch:
+            for name, value in self.evaluator.state.metrics.items():
+                if isinstance(value, (int, float)):
+                    row[f"val_{name}"] = value
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        log = self.output_dir / "training_log.csv"
+        rows = list(csv.DictReader(log.open())) if log.exists() else []
+        rows = [r for r in rows if int(r["epoch"]) < row["epoch"]] + [{k: str(v) for k, v in row.items()}]
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        with log.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        plot_training_curves(log, self.output_dir / "training_curves.png")
+
+
+def plot_training_curves(log_csv: str | Path, png: str | Path) -> Path:
+    """One panel per logged quantity (loss, lr, each validation metric) against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(Path(log_csv).open()))
+    keys = [k for k in rows[0] if k != "epoch"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return Path(png)
+
+
+class MetricsReport:
+    """At the end of an evaluation, write ``metrics.json`` (mean and per-class values of every metric computed
+    with ``save_details``) into ``output_dir`` and print it as JSON."""
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], extra: Mapping[str, Any] | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names)
+        self.extra = dict(extra or {})
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> dict[str, Any]:
+        report: dict[str, Any] = {**self.extra, "num_images": len(engine.data_loader.dataset), "metrics": {}}
+        details = getattr(engine.state, "metric_details", {}) or {}
+        for name, value in engine.state.metrics.items():
+            entry: dict[str, Any] = {"mean": _finite_or_none(value)}
+            if name in details:
+                scores = torch.as_tensor(details[name], dtype=torch.float32)
+                scores = torch.where(torch.isinf(scores), torch.nan, scores)
+                per_class = torch.nanmean(scores, dim=0)
+                entry["mean"] = _finite_or_none(torch.nanmean(scores))
+                entry["per_class"] = {n: _finite_or_none(v) for n, v in zip(self.class_names, per_class.tolist())}
+            report["metrics"][name] = entry
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+        return report
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,1 @@
+"""Shared helpers: weight files, run records."""

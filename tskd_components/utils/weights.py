@@ -1,0 +1,53 @@
+"""Reading and atomically writing weight files (safetensors or torch pickles)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WRAPPER_KEYS = ("model", "state_dict", "network")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file or a torch checkpoint (unwrapping ``{"model": ...}``-style dicts)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found; check the path given as initial_weights / checkpoint")
+    if path.suffix == ".safetensors":
+        return dict(load_file(str(path)))
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read weights file {path}: {err}; expected a safetensors file or a torch state dict") from err
+    for key in WRAPPER_KEYS:
+        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def atomic_path(path: str | Path):
+    """A temporary file in the target's folder; rename it onto ``path`` once written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write tensors to ``path`` atomically (temp file + rename)."""
+    tmp = atomic_path(path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=dict(metadata or {}))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Path(path)

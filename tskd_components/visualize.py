@@ -1,0 +1,62 @@
+"""Overlay images: segmentation masks blended over their source images, for people to look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from PIL import Image
+from skimage.color import label2rgb
+
+from .data.transforms import LoadSliceOrImaged
+
+# colours for classes 1..n (background stays the image itself)
+CLASS_COLORS = ((1.0, 0.2, 0.2), (0.2, 0.9, 0.2), (0.2, 0.5, 1.0), (1.0, 0.85, 0.1), (0.9, 0.3, 0.9), (0.1, 0.9, 0.9))
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """Channel-first image (1 or 3 channels, any range) -> (H, W, 3) float in [0, 1] for display."""
+    img = np.asarray(image, dtype=np.float32)
+    img = np.repeat(img, 3, axis=0) if img.shape[0] == 1 else img[:3]
+    lo, hi = np.percentile(img, (0.5, 99.5))
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.moveaxis(img, 0, -1)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """Blend a class-index mask (H, W) over an (H, W, 3) [0, 1] image; returns uint8 RGB."""
+    mask = np.asarray(mask).astype(np.int64)
+    colors = [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(max(int(mask.max()), 1))]
+    blended = label2rgb(mask, image=image, colors=colors, alpha=alpha, bg_label=0, bg_color=None, image_alpha=1.0)
+    return (np.clip(blended, 0, 1) * 255).astype(np.uint8)
+
+
+class SaveOverlayd(MapTransform):
+    """Write ``<output_dir>/<name>_overlay.png``: the source image of ``image`` with ``pred`` (class indices at
+    the source resolution, e.g. after ``Invertd`` + argmax) blended over it."""
+
+    def __init__(self, keys: KeysCollection = "pred", output_dir: str = "./overlays", image_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.image_key = image_key
+        self._load = LoadSliceOrImaged(image_key)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        source = d[self.image_key].meta["filename_or_obj"]
+        slice_index = d[self.image_key].meta.get("slice")
+        item = {self.image_key: source} | ({"slice": int(slice_index)} if slice_index is not None else {})
+        image = self._load(item)[self.image_key].numpy()
+        for key in self.key_iterator(d):
+            pred = torch.as_tensor(d[key]).detach().cpu().numpy()
+            mask = pred.argmax(0) if pred.shape[0] > 1 else pred[0]
+            # MONAI's PIL reader gives (W, H); numpy images are (H, W)
+            rgb = overlay(to_display(image).transpose(1, 0, 2), mask.T)
+            name = Path(str(source)).name.split(".")[0] + (f"_z{int(slice_index):03d}" if slice_index is not None else "")
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgb).save(self.output_dir / f"{name}_overlay.png")
+        return d
