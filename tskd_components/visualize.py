@@ -11,6 +11,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 from skimage.color import label2rgb
+from skimage.transform import resize
 
 from .data.transforms import LoadSliceOrImaged
 
@@ -36,8 +37,8 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndar
 
 
 class SaveOverlayd(MapTransform):
-    """Write ``<output_dir>/<name>_overlay.png``: the source image of ``image`` with ``pred`` (class indices at
-    the source resolution, e.g. after ``Invertd`` + argmax) blended over it."""
+    """Write ``<output_dir>/<name>_overlay.png``: the source image of ``image`` with ``pred`` (class indices or
+    one-hot / probabilities) blended over it; a prediction at another resolution is resized (nearest) to the source."""
 
     def __init__(self, keys: KeysCollection = "pred", output_dir: str = "./overlays", image_key: str = "image", allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -54,6 +55,8 @@ class SaveOverlayd(MapTransform):
         for key in self.key_iterator(d):
             pred = torch.as_tensor(d[key]).detach().cpu().numpy()
             mask = pred.argmax(0) if pred.shape[0] > 1 else pred[0]
+            if mask.shape != image.shape[1:]:
+                mask = resize(mask, image.shape[1:], order=0, preserve_range=True, anti_aliasing=False)
             # MONAI's PIL reader gives (W, H); numpy images are (H, W)
             rgb = overlay(to_display(image).transpose(1, 0, 2), mask.T)
             name = Path(str(source)).name.split(".")[0] + (f"_z{int(slice_index):03d}" if slice_index is not None else "")

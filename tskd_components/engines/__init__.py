@@ -2,6 +2,7 @@
 
 from .handlers import (
     AtomicCheckpointSaver,
+    LossProgressBar,
     MetricsReport,
     NaNGuard,
     ResumeFromCheckpoint,

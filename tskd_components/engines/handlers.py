@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import DiskSaver
+from ignite.handlers import DiskSaver, ProgressBar
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from ..utils.run_record import write_run_record
@@ -36,10 +36,15 @@ class _AtomicDiskSaver(DiskSaver):
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` whose files are written atomically, so a crash never leaves a torn checkpoint."""
+    """MONAI's ``CheckpointSaver`` whose files are written atomically, so a crash never leaves a torn checkpoint.
 
-    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+    ``save_engine_as`` also saves the engine it is attached to under that key (e.g. ``"trainer"``, for resuming),
+    which a bundle config cannot reference without a circular reference.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, save_engine_as: str | None = None, **kwargs: Any) -> None:
         super().__init__(save_dir, save_dict, **kwargs)
+        self.save_engine_as = save_engine_as
         for ckpt, name in (
             (self._final_checkpoint, kwargs.get("final_filename")),
             (self._key_metric_checkpoint, kwargs.get("key_metric_filename")),
@@ -47,6 +52,21 @@ class AtomicCheckpointSaver(CheckpointSaver):
         ):
             if ckpt is not None:
                 ckpt.save_handler = _AtomicDiskSaver(save_dir, name)
+
+    def attach(self, engine: Engine) -> None:
+        if self.save_engine_as:
+            self.save_dict[self.save_engine_as] = engine  # the Checkpoint objects share this dict
+        super().attach(engine)
+        if self._interval_checkpoint is not None:
+            event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+            engine.add_event_handler(event(every=self.save_interval), self._prune_older_runs)
+
+    def _prune_older_runs(self, engine: Engine) -> None:
+        """Remove interval checkpoints left by an earlier (resumed) run beyond the ``n_saved`` newest."""
+        kept = {item.filename for item in self._interval_checkpoint._saved}
+        for path in Path(self.save_dir).glob(f"{self._interval_checkpoint.filename_prefix or 'checkpoint'}_*.pt"):
+            if path.name not in kept and path.name.split("_")[-1].startswith(("epoch=", "iteration=")):
+                path.unlink(missing_ok=True)
 
 
 def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "checkpoint") -> Path | None:
@@ -57,25 +77,38 @@ def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "checkpoint") -> Path 
 
 
 class ResumeFromCheckpoint:
-    """Resume training from the latest interval checkpoint in ``ckpt_dir`` (model, optimizer, scheduler, trainer).
-
-    Does nothing when ``enabled`` is false or no checkpoint exists yet.
+    """Resume training from the latest interval checkpoint in ``ckpt_dir``: the objects of ``load_dict`` plus the
+    engine it is attached to (under ``engine_key``). Does nothing when ``enabled`` is false or no checkpoint exists.
     """
 
-    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint") -> None:
+    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint", engine_key: str = "trainer") -> None:
         self.path = latest_checkpoint(ckpt_dir, prefix) if enabled else None
         self.load_dict = load_dict
+        self.engine_key = engine_key
 
     def attach(self, engine: Engine) -> None:
         if self.path is not None:
             logger.info(f"resuming from {self.path}")
-            CheckpointLoader(load_path=str(self.path), load_dict=self.load_dict, map_location="cpu").attach(engine)
+            load_dict = {**self.load_dict, self.engine_key: engine}
+            CheckpointLoader(load_path=str(self.path), load_dict=load_dict, map_location="cpu").attach(engine)
+
+
+def first_loss(output: Any) -> Any:
+    """The loss of an engine output (a decollated list of dicts, or one dict)."""
+    return output[0]["loss"] if isinstance(output, list) else output["loss"]
+
+
+class LossProgressBar(ProgressBar):
+    """ignite's tqdm progress bar showing the running loss; attachable by MONAI engines (``attach(engine)``)."""
+
+    def attach(self, engine: Engine, *args: Any, **kwargs: Any) -> None:
+        super().attach(engine, output_transform=lambda out: {"loss": float(first_loss(out))})
 
 
 class NaNGuard:
     """Stop with a clear message when the loss stops being finite (instead of training on garbage)."""
 
-    def __init__(self, ckpt_dir: str | None = None, output_transform=lambda out: out[0]["loss"] if isinstance(out, list) else out["loss"]) -> None:
+    def __init__(self, ckpt_dir: str | None = None, output_transform=first_loss) -> None:
         self.ckpt_dir = ckpt_dir
         self.output_transform = output_transform
 
@@ -111,7 +144,7 @@ class TrainingCurves:
     metrics too."""
 
     def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None,
-                 loss_transform=lambda out: out[0]["loss"] if isinstance(out, list) else out["loss"]) -> None:
+                 loss_transform=first_loss) -> None:
         self.output_dir = Path(output_dir)
         self.evaluator = evaluator
         self.optimizer = optimizer
@@ -131,13 +164,13 @@ class TrainingCurves:
         row: dict[str, Any] = {"epoch": engine.state.epoch, "loss": sum(self._losses) / max(len(self._losses), 1)}
         for name, value in (engine.state.metrics or {}).items():
             if isinstance(value, (int, float)):
-                row[f"train_{name}"] = value
+                row[name] = value
         if self.optimizer is not None:
             row["lr"] = self.optimizer.param_groups[0]["lr"]
         if self.evaluator is not None and self.evaluator.state.epoch:
             for name, value in self.evaluator.state.metrics.items():
                 if isinstance(value, (int, float)):
-                    row[f"val_{name}"] = value
+                    row[name] = value
         self.output_dir.mkdir(parents=True, exist_ok=True)
         log = self.output_dir / "training_log.csv"
         rows = list(csv.DictReader(log.open())) if log.exists() else []

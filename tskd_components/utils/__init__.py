@@ -1,1 +1,3 @@
 """Shared helpers: weight files, run records."""
+
+from . import run_record, weights

@@ -51,3 +51,10 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metada
     finally:
         tmp.unlink(missing_ok=True)
     return Path(path)
+
+
+def require_file(path: str | Path, fix: str) -> str:
+    """Return ``path`` if it is a file, else raise ``FileNotFoundError`` naming it and how to get it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found; {fix}")
+    return str(path)
