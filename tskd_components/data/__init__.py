@@ -8,7 +8,9 @@ from .dataset import (
     load_unlabeled,
     read_dataset_info,
     read_split,
+    sample_dataset_dir,
     select_labeled,
     unlabeled_train_datalist,
+    validation_datalist,
 )
 from .transforms import CheckLabeld, ConvertChannelsd, LoadSliceOrImaged, augmentation, preprocessing

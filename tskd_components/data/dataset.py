@@ -9,6 +9,7 @@ slice along its last axis, and all slices of a volume stay in the split that nam
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +41,14 @@ class DatasetInfo:
     def num_classes(self) -> int:
         """Number of output channels a segmenter needs (background included)."""
         return max(self.classes) + 1
+
+
+def sample_dataset_dir() -> Path:
+    """The HC18 sample shipped in the repository (``sample_data/hc18``), the bundles' default dataset."""
+    path = Path(__file__).resolve().parents[2] / "sample_data" / "hc18"
+    if not (path / "dataset.json").is_file():
+        raise DatasetError(f"the sample dataset is not at {path} (it ships with the git checkout, not the wheel); pass --dataset_dir")
+    return path
 
 
 def read_dataset_info(dataset_dir: str | Path) -> DatasetInfo:
@@ -111,6 +120,14 @@ def load_datalist(dataset_dir: str | Path, split: str, validate: bool = True) ->
         else:
             items.append({"id": item_id, "image": str(image), "label": str(label)})
     return items
+
+
+def validation_datalist(dataset_dir: str | Path) -> list[dict[str, Any]]:
+    """The ``val`` split, or an empty list (with a warning) when the dataset has none, e.g. ``amos_ct``."""
+    if not read_split(dataset_dir)["val"]:
+        warnings.warn(f"{Path(dataset_dir) / 'split.json'} has no 'val' ids: training runs without validation and keeps its final weights")
+        return []
+    return load_datalist(dataset_dir, "val")
 
 
 def load_unlabeled(folder: str | Path, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:

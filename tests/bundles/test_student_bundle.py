@@ -1,0 +1,118 @@
+"""End-to-end runs of bundles/tskd_student_segmentation through monai.bundle, on the in-repo HC18 sample."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import run, verify_metadata
+from PIL import Image
+
+from tests.conftest import REPO, SAMPLE
+
+BUNDLE = REPO / "bundles" / "tskd_student_segmentation"
+CONFIGS = BUNDLE / "configs"
+# a test-size student of the same classes (depth 4, 64 px) so a run takes seconds
+SMALL = {"image_size": 64, "batch_size": 4, "network_def#depth": 4, "network_def#feature_size": 8}
+
+
+def train(bundle_root: Path, **overrides):
+    args = {"bundle_root": str(bundle_root), "dataset_dir": str(SAMPLE), "num_labeled": 6, "max_epochs": 2} | SMALL | overrides
+    return run(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"), **args)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("student_bundle")
+    shutil.copytree(CONFIGS, root / "configs")
+    train(root)
+    return root
+
+
+def test_training_writes_checkpoints_and_run_record(trained):
+    run_dir = trained / "runs" / "hc18_n6_s0"
+    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt"]
+    config = json.loads((run_dir / "config.resolved.json").read_text())
+    assert config["num_labeled"] == 6 and config["image_size"] == 64 and config["dataset_dir"] == str(SAMPLE)
+    assert "monai" in json.loads((run_dir / "versions.json").read_text())
+    assert len(json.loads((run_dir / "labeled_ids.json").read_text())["ids"]) == 6
+    rows = list(csv.DictReader((run_dir / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["val_mean_dice"]
+    assert (run_dir / "training_curves.png").is_file()
+
+
+def test_training_resumes_from_the_last_checkpoint(trained, tmp_path):
+    root = tmp_path / "resume"
+    shutil.copytree(trained, root)
+    train(root, max_epochs=3)
+    rows = list(csv.DictReader((root / "runs" / "hc18_n6_s0" / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[:2] == list(csv.DictReader((trained / "runs" / "hc18_n6_s0" / "training_log.csv").open()))
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint_epoch=3.pt", "model.pt"]
+
+
+def test_evaluate_reports_dice_hd95_nsd_per_class(trained, capsys):
+    run(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        bundle_root=str(trained), dataset_dir=str(SAMPLE), num_labeled=6, **SMALL,
+    )
+    eval_dir = trained / "runs" / "hc18_n6_s0" / "eval_test"
+    report = json.loads((eval_dir / "metrics.json").read_text())
+    assert report["num_images"] == 10 and report["split"] == "test"
+    assert set(report["metrics"]) == {"mean_dice", "hd95", "nsd"}
+    for entry in report["metrics"].values():
+        assert list(entry["per_class"]) == ["fetal head"]
+    assert 0.0 <= report["metrics"]["mean_dice"]["mean"] <= 1.0
+    assert '"mean_dice"' in capsys.readouterr().out
+    assert len(list((eval_dir / "overlays").glob("*_overlay.png"))) == 10
+
+
+def test_inference_writes_masks_at_source_size_and_overlays(trained, tmp_path):
+    out = tmp_path / "infer"
+    run(
+        config_file=str(CONFIGS / "inference.json"),
+        meta_file=str(CONFIGS / "metadata.json"),
+        logging_file=str(CONFIGS / "logging.conf"),
+        bundle_root=str(trained), input_dir=str(SAMPLE / "images"), output_dir=str(out), image_size=64,
+        **{"network_def#depth": 4, "network_def#feature_size": 8},
+    )
+    sources = sorted((SAMPLE / "images").glob("*.png"))
+    masks = sorted((out / "masks").glob("*_seg.png"))
+    assert len(masks) == len(sources)
+    for src, mask in zip(sources, masks):
+        arr = np.array(Image.open(mask))
+        assert arr.shape == np.array(Image.open(src)).shape[:2] and set(np.unique(arr)) <= {0, 1}
+    assert len(list((out / "overlays").glob("*_overlay.png"))) == len(sources)
+
+
+def test_missing_initial_weights_and_model_are_clear(tmp_path):
+    with pytest.raises(Exception) as info:
+        train(tmp_path, initial_weights=str(tmp_path / "pretrained.safetensors"), max_epochs=1)
+    assert "pretrained.safetensors not found" in "".join(str(e) for e in _chain(info.value))
+    with pytest.raises(Exception) as info:
+        run(config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"), bundle_root=str(tmp_path / "empty"), input_dir=str(SAMPLE))
+    assert "model.pt not found; train the bundle" in "".join(str(e) for e in _chain(info.value))
+
+
+def test_metadata_follows_the_zoo_conventions(tmp_path):
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(REPO / "bundles" / "metadata_schema.json"))
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    fmt = meta["network_data_format"]
+    assert list(fmt["inputs"]) == ["image"] and list(fmt["outputs"]) == ["pred"]
+    assert len(fmt["inputs"]["image"]["spatial_shape"]) == 2
+    assert fmt["outputs"]["pred"]["num_channels"] == len(fmt["outputs"]["pred"]["channel_def"])
+    inference = json.loads((CONFIGS / "inference.json").read_text())
+    assert {"network_def", "preprocessing", "inferer", "postprocessing"} <= set(inference)
+    assert (BUNDLE / "LICENSE").is_file() and (BUNDLE / "docs" / "README.md").is_file()
+    assert "segmentation" in BUNDLE.name
+
+
+def _chain(err):
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__

@@ -1,0 +1,86 @@
+import csv
+import json
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from tskd_components.engines import AtomicCheckpointSaver, MetricsReport, NaNGuard, ResumeFromCheckpoint, TrainingCurves, latest_checkpoint
+
+
+def make_trainer(model, optimizer, losses):
+    def step(engine, batch):
+        optimizer.zero_grad()
+        loss = model(batch).pow(2).mean() * losses.get(engine.state.iteration, 1.0)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    return Engine(step)
+
+
+def test_atomic_checkpoints_resume_and_prune(tmp_path):
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(2)]
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = make_trainer(model, opt, {})
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_engine_as="trainer", save_interval=1, n_saved=1)
+    saver.attach(trainer)
+    trainer.run(data, max_epochs=2)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_epoch=2.pt"]  # no temp files left, n_saved=1
+    weights_after_2 = model.weight.detach().clone()
+
+    model2 = torch.nn.Linear(3, 1)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.1)
+    trainer2 = make_trainer(model2, opt2, {})
+    resume = ResumeFromCheckpoint(str(tmp_path), {"model": model2, "optimizer": opt2})
+    assert resume.path == latest_checkpoint(tmp_path)
+    resume.attach(trainer2)
+    AtomicCheckpointSaver(str(tmp_path), {"model": model2, "optimizer": opt2}, save_engine_as="trainer", save_interval=1, n_saved=1).attach(trainer2)
+    seen = []
+    trainer2.add_event_handler(Events.EPOCH_STARTED, lambda e: seen.append(e.state.epoch))
+    trainer2.add_event_handler(Events.STARTED, lambda e: seen.append(torch.equal(model2.weight, weights_after_2)))
+    trainer2.run(data, max_epochs=3)
+    assert seen == [True, 3]  # restored weights, then only epoch 3 ran
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=3.pt"]
+
+
+def test_resume_disabled_or_empty_dir(tmp_path):
+    assert ResumeFromCheckpoint(str(tmp_path), {}).path is None
+    (tmp_path / "checkpoint_epoch=4.pt").write_bytes(b"")
+    assert ResumeFromCheckpoint(str(tmp_path), {}, enabled=False).path is None
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = make_trainer(model, opt, {2: float("nan")})
+    AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_interval=1).attach(trainer)
+    NaNGuard(ckpt_dir=str(tmp_path)).attach(trainer)
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 2, iteration 2; lower the learning rate.*checkpoint_epoch=1.pt"):
+        trainer.run([torch.randn(2, 3)], max_epochs=3)
+
+
+def test_training_curves_csv_and_png(tmp_path):
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = make_trainer(model, opt, {})
+    TrainingCurves(str(tmp_path), optimizer=opt).attach(trainer)
+    trainer.run([torch.randn(4, 3)] * 3, max_epochs=4)
+    rows = list(csv.DictReader((tmp_path / "training_log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"]) and float(rows[0]["lr"]) == 0.1
+    assert (tmp_path / "training_curves.png").stat().st_size > 5000
+
+
+def test_metrics_report_per_class(tmp_path, capsys):
+    engine = Engine(lambda e, b: None)
+    engine.state.metrics = {"mean_dice": 0.5}
+    engine.state.metric_details = {"mean_dice": torch.tensor([[1.0, 0.0], [0.5, float("nan")]])}
+    engine.data_loader = type("Loader", (), {"dataset": [0, 1]})()
+    report = MetricsReport(str(tmp_path), ["liver", "spleen"], extra={"split": "test"})(engine)
+    assert report["metrics"]["mean_dice"]["per_class"] == {"liver": 0.75, "spleen": 0.0}
+    assert report["metrics"]["mean_dice"]["mean"] == pytest.approx(0.5)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == report
+    assert json.loads(capsys.readouterr().out)["split"] == "test"

@@ -1,0 +1,89 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from tskd_components.networks import ViTTinySegmenter, init_student, load_student_weights
+from tskd_components.networks.student import evenly_spaced_blocks
+
+
+def small(**kw) -> ViTTinySegmenter:
+    args = dict(image_size=64, in_channels=3, num_classes=3, depth=4, feature_size=8) | kw
+    return ViTTinySegmenter(**args)
+
+
+def test_vit_tiny_defaults_and_shapes():
+    model = ViTTinySegmenter(image_size=256, num_classes=4)
+    enc = model.encoder
+    assert (enc.embed_dim, len(enc.blocks), enc.blocks[0].attn.num_heads, enc.patch_embed.patch_size) == (192, 12, 3, (16, 16))
+    assert model.hidden_indices == (2, 5, 8, 11)
+    assert 5.4e6 < sum(p.numel() for p in enc.parameters()) < 5.7e6  # ViT-Tiny
+    x = torch.randn(1, 3, 256, 256)
+    logits, hidden = model.forward_with_hidden(x)
+    assert logits.shape == (1, 4, 256, 256)
+    assert [h.shape for h in hidden] == [(1, 192, 16, 16)] * 4
+    assert torch.allclose(model(x), logits)
+
+
+def test_hidden_states_are_the_chosen_blocks():
+    model = small(hidden_indices=(0, 1, 2, 3)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    hidden = model.forward_hidden(x)
+    tokens = model.encoder.patch_embed(x)
+    tokens = model.encoder._pos_embed(tokens)
+    for i, block in enumerate(model.encoder.blocks):
+        tokens = block(tokens)
+        grid = tokens[:, 1:].transpose(1, 2).reshape(2, 192, 4, 4)
+        assert torch.allclose(hidden[i], grid, atol=1e-5)
+
+
+def test_grey_input_and_bad_configs():
+    assert small(in_channels=1)(torch.randn(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+    assert evenly_spaced_blocks(12) == (2, 5, 8, 11)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        small(image_size=70)
+    with pytest.raises(ValueError, match="hidden_indices must name 4 blocks"):
+        small(hidden_indices=(0, 1, 9, 10))
+
+
+def test_weights_round_trip_and_report(tmp_path):
+    src = small()
+    save_file(src.state_dict(), tmp_path / "student.safetensors")
+    dst = small()
+    report = load_student_weights(dst, tmp_path / "student.safetensors")
+    assert not report.missing and not report.unexpected
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(src.eval()(x), dst.eval()(x))
+
+
+def test_encoder_only_checkpoint_with_other_classes(tmp_path):
+    src = small(num_classes=5)
+    torch.save({"model": {k: v for k, v in src.state_dict().items() if k.startswith("encoder.")}}, tmp_path / "enc.pt")
+    dst = small(num_classes=3)
+    report = load_student_weights(dst, tmp_path / "enc.pt")
+    assert report.missing and all(k.startswith("decoder.") for k in report.missing)
+    assert not report.missing_encoder
+    assert torch.equal(dst.encoder.blocks[0].attn.qkv.weight, src.encoder.blocks[0].attn.qkv.weight)
+
+
+def test_timm_vit_tiny_state_dict_maps_under_encoder_with_pos_embed_resampled(tmp_path):
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000)
+    torch.save(vit.state_dict(), tmp_path / "vit_tiny.pth")
+    model = ViTTinySegmenter(image_size=64, num_classes=2)
+    report = load_student_weights(model, tmp_path / "vit_tiny.pth")
+    assert not report.missing_encoder
+    assert sorted(report.unexpected) == ["encoder.head.bias", "encoder.head.weight"]
+    assert model.encoder.pos_embed.shape == (1, 1 + 16, 192)
+    assert torch.equal(model.encoder.blocks[5].mlp.fc1.weight, vit.blocks[5].mlp.fc1.weight)
+
+
+def test_mismatched_and_missing_files_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights file .*nope.safetensors not found"):
+        init_student(small(), tmp_path / "nope.safetensors")
+    save_file({"foo.weight": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="holds no tensor that fits the student"):
+        load_student_weights(small(), tmp_path / "other.safetensors")
+    save_file({k: v for k, v in small(depth=2).state_dict().items()}, tmp_path / "shallow.safetensors")
+    with pytest.raises(ValueError, match="missing encoder keys.*blocks.2"):
+        load_student_weights(small(), tmp_path / "shallow.safetensors")
+    assert init_student(small(), "") is not None  # empty path: random init
