@@ -5,6 +5,7 @@ from .dataset import (
     DatasetInfo,
     labeled_datalist,
     load_datalist,
+    load_transfer_set,
     load_unlabeled,
     read_dataset_info,
     read_split,
@@ -13,4 +14,5 @@ from .dataset import (
     unlabeled_train_datalist,
     validation_datalist,
 )
+from . import teacher_cache
 from .transforms import CheckLabeld, ConvertChannelsd, LoadSliceOrImaged, augmentation, preprocessing

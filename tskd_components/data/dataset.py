@@ -159,6 +159,15 @@ def load_unlabeled(folder: str | Path, ids: Sequence[str] | None = None) -> list
     return items
 
 
+def load_transfer_set(folder: str | Path) -> list[dict[str, Any]]:
+    """Image-only items of a transfer set: the ``train`` split of a dataset folder (never its val/test images),
+    or every image of a plain image folder (e.g. one written by the synthesis bundle)."""
+    root = Path(folder)
+    if (root / "split.json").is_file():
+        return [{k: v for k, v in it.items() if k != "label"} for it in load_datalist(root, "train", validate=False)]
+    return load_unlabeled(root)
+
+
 def select_labeled(ids: Sequence[str], num_labeled: int | None, seed: int) -> list[str]:
     """Deterministic label budget: the first ``num_labeled`` ids of a seeded permutation of the sorted ids.
 

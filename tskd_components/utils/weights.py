@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -47,6 +48,7 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metada
     tmp = atomic_path(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=dict(metadata or {}))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -58,3 +60,12 @@ def require_file(path: str | Path, fix: str) -> str:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} not found; {fix}")
     return str(path)
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file (identifies a teacher checkpoint or a source image)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

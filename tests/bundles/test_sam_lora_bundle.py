@@ -1,0 +1,66 @@
+"""End-to-end runs of bundles/tskd_sam_lora (tiny random-init SAM of the real classes) on the HC18 sample."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monai.bundle import run, verify_metadata
+from PIL import Image
+
+from tests.conftest import REPO, SAMPLE
+from tskd_components.data.teacher_cache import TeacherCache
+from tskd_components.networks.lora_sam import cache_teacher
+
+CONFIGS = REPO / "bundles" / "tskd_sam_lora" / "configs"
+TINY = {"sam_variant": "tiny", "random_init": True, "image_size": 64, "batch_size": 4, "num_labeled": 8}
+
+
+def bundle(*names: str, **overrides):
+    files = [str(CONFIGS / n) for n in names]
+    return run(config_file=files if len(files) > 1 else files[0], meta_file=str(CONFIGS / "metadata.json"),
+               logging_file=str(CONFIGS / "logging.conf"), **overrides)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sam_lora_bundle")
+    shutil.copytree(CONFIGS, root / "configs")
+    bundle("train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), max_epochs=2, **TINY)
+    return root
+
+
+def test_training_exports_lora_and_merged_weights(trained):
+    names = sorted(p.name for p in (trained / "models").iterdir())
+    assert names == ["checkpoint_epoch=2.pt", "model.pt", "teacher_lora.safetensors", "teacher_merged.safetensors"]
+    config = json.loads(next((trained / "runs").glob("*/config.resolved.json")).read_text())
+    assert config["sam_variant"] == "tiny" and config["random_init"] is True and config["lora_rank"] == 4
+
+
+def test_evaluate_and_inference(trained, tmp_path):
+    bundle("train.json", "evaluate.json", bundle_root=str(trained), dataset_dir=str(SAMPLE), **TINY)
+    report = json.loads(next((trained / "runs").glob("*/eval_test/metrics.json")).read_text())
+    assert set(report["metrics"]) == {"mean_dice", "hd95", "nsd"} and report["num_images"] == 10
+    out = tmp_path / "infer"
+    bundle("inference.json", bundle_root=str(trained), input_dir=str(SAMPLE / "images"), output_dir=str(out),
+           image_size=64, sam_variant="tiny")
+    masks = sorted((out / "masks").glob("*_seg.png"))
+    assert len(masks) == 40
+    assert np.array(Image.open(masks[0])).shape == np.array(Image.open(SAMPLE / "images" / masks[0].name.replace("_seg", ""))).shape
+
+
+def test_cache_of_the_fine_tuned_and_frozen_teacher(trained):
+    bundle("train.json", "cache.json", bundle_root=str(trained), dataset_dir=str(SAMPLE), **TINY)
+    cache_dir = trained / "cache" / "hc18_fine_tuned"
+    _, teacher_id = cache_teacher("fine_tuned", "tiny", 2, 64, trained / "models" / "teacher_merged.safetensors")
+    cache = TeacherCache(cache_dir, teacher_id=teacher_id, layers=[0, 1, 2, 3])
+    assert len(cache.ids) == 24 and cache[cache.ids[0]]["logits"].shape == (2, 16, 16)
+    bundle("train.json", "cache.json", bundle_root=str(trained), dataset_dir=str(SAMPLE), cache_mode="frozen", **TINY)
+    frozen = TeacherCache(trained / "cache" / "hc18_frozen", teacher_id="random-init:tiny:seed0")
+    assert not frozen.has_logits and len(frozen.ids) == 24
+
+
+def test_metadata():
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(REPO / "bundles" / "metadata_schema.json"))
+    assert (CONFIGS.parent / "LICENSE").is_file() and (CONFIGS.parent / "docs" / "README.md").is_file()
