@@ -1,34 +1,29 @@
 """End-to-end runs of bundles/tskd_sam_lora (tiny random-init SAM of the real classes) on the HC18 sample."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from monai.bundle import run, verify_metadata
+from monai.bundle import verify_metadata
 from PIL import Image
 
+from tests.bundles.conftest import TINY_TEACHER, run_bundle
 from tests.conftest import REPO, SAMPLE
 from tskd_components.data.teacher_cache import TeacherCache
 from tskd_components.networks.lora_sam import cache_teacher
 
 CONFIGS = REPO / "bundles" / "tskd_sam_lora" / "configs"
-TINY = {"sam_variant": "tiny", "random_init": True, "image_size": 64, "batch_size": 4, "num_labeled": 8}
+TINY = TINY_TEACHER | {"num_labeled": 8}
 
 
 def bundle(*names: str, **overrides):
-    files = [str(CONFIGS / n) for n in names]
-    return run(config_file=files if len(files) > 1 else files[0], meta_file=str(CONFIGS / "metadata.json"),
-               logging_file=str(CONFIGS / "logging.conf"), **overrides)
+    return run_bundle("tskd_sam_lora", *names, **overrides)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sam_lora_bundle")
-    shutil.copytree(CONFIGS, root / "configs")
-    bundle("train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), max_epochs=2, **TINY)
-    return root
+@pytest.fixture
+def trained(trained_teacher) -> Path:
+    return trained_teacher
 
 
 def test_training_exports_lora_and_merged_weights(trained):

@@ -1,5 +1,6 @@
-"""Ignite handlers used by the bundles' trainers and evaluators."""
+"""Ignite handlers and iteration steps used by the bundles' trainers and evaluators."""
 
+from .distillation import DistillationStep, TeacherTargetsd, distillation_augmentation
 from .handlers import (
     AtomicCheckpointSaver,
     LossProgressBar,

@@ -98,6 +98,13 @@ def first_loss(output: Any) -> Any:
     return output[0]["loss"] if isinstance(output, list) else output["loss"]
 
 
+def scalar_outputs(output: Any) -> dict[str, float]:
+    """Every scalar of a dict output (a loss and its parts), or the loss of a decollated list output."""
+    if isinstance(output, list):
+        return {"loss": float(first_loss(output))}
+    return {k: float(v) for k, v in output.items() if isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1)}
+
+
 class LossProgressBar(ProgressBar):
     """ignite's tqdm progress bar showing the running loss; attachable by MONAI engines (``attach(engine)``)."""
 
@@ -139,29 +146,27 @@ class RunRecorder:
 
 
 class TrainingCurves:
-    """Append per-epoch loss, learning rate and validation metrics to ``training_log.csv`` and redraw
-    ``training_curves.png`` in ``output_dir``. Attach to the trainer; pass the validation evaluator to log its
-    metrics too."""
+    """Append per-epoch means of the loss (and its parts, for dict outputs), the learning rate and validation
+    metrics to ``training_log.csv`` and redraw ``training_curves.png`` in ``output_dir``. Attach to the trainer;
+    pass the validation evaluator to log its metrics too."""
 
-    def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None,
-                 loss_transform=first_loss) -> None:
+    def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.output_dir = Path(output_dir)
         self.evaluator = evaluator
         self.optimizer = optimizer
-        self.loss_transform = loss_transform
-        self._losses: list[float] = []
+        self._sums: dict[str, list[float]] = {}
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._losses.clear())
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._sums.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
     def _collect(self, engine: Engine) -> None:
-        loss = self.loss_transform(engine.state.output)
-        self._losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
+        for name, value in scalar_outputs(engine.state.output).items():
+            self._sums.setdefault(name, []).append(value)
 
     def _write(self, engine: Engine) -> None:
-        row: dict[str, Any] = {"epoch": engine.state.epoch, "loss": sum(self._losses) / max(len(self._losses), 1)}
+        row: dict[str, Any] = {"epoch": engine.state.epoch} | {k: sum(v) / len(v) for k, v in self._sums.items()}
         for name, value in (engine.state.metrics or {}).items():
             if isinstance(value, (int, float)):
                 row[name] = value

@@ -358,6 +358,17 @@ def export_teacher(model: LoRASAMSegmenter, ckpt_dir: str | Path, checkpoint_nam
     }
 
 
+def teacher_id(mode: str, variant: str, teacher_weights: str | Path | None = None, sam_checkpoint: str | Path | None = None,
+               random_init: bool = False, seed: int = 0) -> str | None:
+    """The id that ties a cache to its teacher: SHA-256 of the merged fine-tuned teacher (``fine_tuned``), of the
+    SAM checkpoint (``frozen``), or the variant and seed of a random initialisation. ``None`` when the file is absent."""
+    if mode == "fine_tuned":
+        return f"sha256:{file_digest(teacher_weights)}" if teacher_weights and Path(teacher_weights).is_file() else None
+    if random_init:
+        return f"random-init:{variant}:seed{seed}"
+    return f"sha256:{file_digest(sam_checkpoint)}" if sam_checkpoint and Path(sam_checkpoint).is_file() else None
+
+
 def cache_teacher(
     mode: str,
     variant: str,
@@ -378,9 +389,9 @@ def cache_teacher(
         if not teacher_weights or not Path(teacher_weights).is_file():
             raise FileNotFoundError(f"fine-tuned teacher {teacher_weights or '(not set)'} not found; train the teacher bundle first (it writes models/teacher_merged.safetensors)")
         model = build_lora_sam(variant, num_classes, image_size, random_init=True, weights=teacher_weights)
-        return model, f"sha256:{file_digest(teacher_weights)}"
+        return model, teacher_id(mode, variant, teacher_weights)
     if mode == "frozen":
         torch.manual_seed(seed)
         model = build_prompt_free_sam(variant, num_classes, image_size, sam_checkpoint, random_init)
-        return model, f"random-init:{variant}:seed{seed}" if random_init else f"sha256:{file_digest(sam_checkpoint)}"
+        return model, teacher_id(mode, variant, None, sam_checkpoint, random_init, seed)
     raise ValueError(f"cache mode must be 'fine_tuned' or 'frozen', got {mode!r}")

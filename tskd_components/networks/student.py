@@ -17,7 +17,7 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock,
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from ..utils.weights import read_state_dict
+from ..utils.weights import read_state_dict, save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -191,3 +191,12 @@ def init_student(model: ViTTinySegmenter, initial_weights: str | Path | None = N
     if initial_weights:
         load_student_weights(model, initial_weights)
     return model
+
+
+def export_student(model: ViTTinySegmenter, path: str | Path, include_decoder: bool = True) -> Path:
+    """Write the student's weights (``encoder.`` + ``decoder.`` keys, or the encoder only) as safetensors, the
+    format ``tskd_student_segmentation`` accepts as ``initial_weights``."""
+    state = {k: v for k, v in model.state_dict().items() if include_decoder or k.startswith("encoder.")}
+    meta = {"image_size": str(model.image_size), "in_channels": str(model.in_channels), "num_classes": str(model.num_classes),
+            "hidden_indices": ",".join(map(str, model.hidden_indices)), "parts": "encoder+decoder" if include_decoder else "encoder"}
+    return save_safetensors(state, path, meta)

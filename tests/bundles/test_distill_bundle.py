@@ -1,0 +1,77 @@
+"""End-to-end runs of bundles/tskd_distill: TS-KD from a cached tiny teacher, TA-KD online, hand-off to the student."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from monai.bundle import verify_metadata
+
+from tests.bundles.conftest import TINY_TEACHER, run_bundle
+from tests.conftest import REPO, SAMPLE
+from tskd_components.data.teacher_cache import StaleCacheError
+from tskd_components.networks import ViTTinySegmenter, load_student_weights
+
+KD = {"sam_variant": "tiny", "random_init": True, "image_size": 64, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(trained_teacher, tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("kd") / "cache"
+    run_bundle("tskd_sam_lora", "train.json", "cache.json", bundle_root=str(trained_teacher), dataset_dir=str(SAMPLE),
+               cache_dir=str(cache), **TINY_TEACHER)
+    return cache
+
+
+def distill(root: Path, **overrides):
+    return run_bundle("tskd_distill", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), **(KD | overrides))
+
+
+@pytest.fixture(scope="module")
+def ts_kd_run(trained_teacher, cache_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("distill")
+    distill(root, cache_dir=str(cache_dir), teacher_weights=str(trained_teacher / "models" / "teacher_merged.safetensors"), max_epochs=2)
+    return root / "runs" / "hc18_ts_kd_s0"
+
+
+def test_ts_kd_from_cache_logs_each_loss_part_and_resumes(ts_kd_run, trained_teacher, cache_dir):
+    rows = list(csv.DictReader((ts_kd_run / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "features", "predictions", "kl", "feature_0", "feature_3", "lr"} <= set(rows[0])
+    config = json.loads((ts_kd_run / "config.resolved.json").read_text())
+    assert config["teacher_id"].startswith("sha256:") and config["teacher_layers"] == [0, 1, 2, 3]
+    distill(ts_kd_run.parents[1], cache_dir=str(cache_dir), teacher_weights=str(trained_teacher / "models" / "teacher_merged.safetensors"), max_epochs=3)
+    rows = list(csv.DictReader((ts_kd_run / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert [p.name for p in (ts_kd_run / "models").iterdir()] == ["checkpoint_epoch=3.pt"]
+
+
+def test_exported_student_loads_into_the_student_bundle(ts_kd_run, tmp_path):
+    weights = ts_kd_run / "student_pretrained.safetensors"
+    report = load_student_weights(ViTTinySegmenter(64, 3, 2), weights)
+    assert not report.missing and not report.unexpected
+    run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(tmp_path), dataset_dir=str(SAMPLE), num_labeled=4,
+               max_epochs=1, image_size=64, batch_size=4, initial_weights=str(weights))
+    assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_stale_cache_is_refused(trained_teacher, cache_dir, tmp_path):
+    with pytest.raises(Exception) as info:
+        distill(tmp_path, cache_dir=str(cache_dir), teacher_weights=str(trained_teacher / "models" / "teacher_lora.safetensors"), max_epochs=1)
+    err = info.value
+    while err.__cause__ is not None and not isinstance(err, StaleCacheError):
+        err = err.__cause__
+    assert isinstance(err, StaleCacheError) and "is stale: teacher" in str(err)
+
+
+def test_task_agnostic_kd_online_with_the_frozen_teacher(tmp_path):
+    distill(tmp_path, mode="ta_kd", max_epochs=1)
+    run_dir = tmp_path / "runs" / "hc18_ta_kd_s0"
+    rows = list(csv.DictReader((run_dir / "training_log.csv").open()))
+    assert "predictions" not in rows[0] and float(rows[0]["features"]) > 0
+    report = load_student_weights(ViTTinySegmenter(64, 3, 2), run_dir / "student_pretrained.safetensors")
+    assert not report.missing_encoder and all(k.startswith("decoder.") for k in report.missing)
+
+
+def test_metadata():
+    verify_metadata(meta_file=str(REPO / "bundles/tskd_distill/configs/metadata.json"), filepath=str(REPO / "bundles/metadata_schema.json"))

@@ -1,0 +1,3 @@
+"""Distillation losses."""
+
+from .distillation import FeatureAlignment, PredictionAlignment, TaskAgnosticKDLoss, TaskSpecificKDLoss
