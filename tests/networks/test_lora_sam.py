@@ -84,7 +84,6 @@ def test_save_reload_round_trip_gives_identical_logits(tmp_path):
     ref = model.eval()(images)
     save_teacher(model, tmp_path / "lora.safetensors")
     save_teacher(model, tmp_path / "merged.safetensors", merged=True)
-    assert (tmp_path / "lora.safetensors").stat().st_size < (tmp_path / "merged.safetensors").stat().st_size
     same_base = load_teacher_weights(tiny(), tmp_path / "lora.safetensors").eval()
     torch.manual_seed(123)
     other_base = build_lora_sam("tiny", 2, 64, random_init=True, weights=tmp_path / "merged.safetensors").eval()
@@ -93,8 +92,17 @@ def test_save_reload_round_trip_gives_identical_logits(tmp_path):
     assert torch.allclose(merged_sam(model).eval()(images), ref, atol=1e-5)
     with pytest.raises(ValueError, match="another LoRA configuration"):
         load_teacher_weights(tiny(lora_targets=("qkv", "proj")), tmp_path / "lora.safetensors")
-    checkpoint = AdaptedWeights(model).state_dict()
-    assert set(checkpoint) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(AdaptedWeights(model).state_dict()) == set(model.state_dict())  # random base: everything
+
+
+def test_checkpoints_of_a_sam_based_teacher_hold_only_the_adapted_part(tmp_path):
+    torch.save(PromptFreeSAM(SAM_VARIANTS["tiny"], 4, 64).state_dict(), tmp_path / "sam.pth")
+    model = build_lora_sam("tiny", 2, 64, sam_checkpoint=tmp_path / "sam.pth")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(AdaptedWeights(model).state_dict()) == trainable
+    assert len(trainable) < len(model.state_dict()) / 2
+    encoder = build_lora_sam("tiny", 2, 64, random_init=True, train_encoder=True)
+    assert all(p.requires_grad for n, p in encoder.named_parameters() if n.startswith("sam.image_encoder."))
 
 
 def test_official_checkpoint_is_resized_to_a_new_input_size_and_class_count(tmp_path):

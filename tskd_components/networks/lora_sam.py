@@ -46,7 +46,8 @@ SAM_VARIANTS = {
     "vit_b": SamSpec(768, 12, 12, (2, 5, 8, 11)),
     "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31)),
-    # a test-size configuration of the same classes (random init only)
+    # smaller configurations of the same classes, random init only: a CPU-trainable teacher and a test size
+    "small": SamSpec(256, 6, 8, (1, 3, 5), window_size=8, prompt_dim=128, decoder_depth=2, decoder_mlp_dim=512, decoder_heads=4),
     "tiny": SamSpec(64, 4, 2, (1, 3), window_size=4, prompt_dim=32, decoder_depth=1, decoder_mlp_dim=64, decoder_heads=2),
 }
 CHECKPOINT_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
@@ -218,6 +219,7 @@ class LoRASAMSegmenter(nn.Module):
         if decoder_mode not in ("full", "lora"):
             raise ValueError(f"decoder_mode must be 'full' or 'lora', got {decoder_mode!r}")
         self.sam = sam
+        self.base_is_random = False  # set by build_lora_sam for random_init teachers
         self.lora_config = {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout, "targets": list(lora_targets),
                             "decoder_mode": decoder_mode, "train_encoder": train_encoder}
         targets = "|".join(lora_targets)
@@ -246,9 +248,14 @@ class LoRASAMSegmenter(nn.Module):
         return {"trainable": trainable, "total": total, "fraction": trainable / total}
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the adapted part: LoRA matrices and the trained decoder parameters."""
+        """The adapted part: LoRA matrices and the trained decoder (and encoder, with ``train_encoder``) parameters."""
         names = {n for n, p in self.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint must hold to rebuild this teacher: the adapted part on top of a SAM checkpoint, or
+        every tensor when the base SAM is randomly initialised (no file could restore it)."""
+        return self.state_dict() if self.base_is_random else self.trainable_state_dict()
 
     def forward_with_hidden(self, x: torch.Tensor, hidden_indices: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return self.sam.forward_with_hidden(x, hidden_indices)
@@ -274,7 +281,7 @@ def merged_sam(model: LoRASAMSegmenter) -> PromptFreeSAM:
 
 def save_teacher(model: LoRASAMSegmenter, path: str | Path, merged: bool = False) -> Path:
     """Write the adapted part (default) or the merged full model as safetensors, with the build settings."""
-    state = merged_sam(model).state_dict() if merged else model.trainable_state_dict()
+    state = merged_sam(model).state_dict() if merged else model.checkpoint_state_dict()
     meta = {"format": "merged" if merged else "lora", "num_classes": str(model.num_classes), "image_size": str(model.sam.image_size)}
     meta |= {k: str(v) for k, v in model.lora_config.items()}
     return save_safetensors(state, path, meta)
@@ -322,6 +329,7 @@ def build_lora_sam(
     """The teacher as the bundles build it: SAM (checkpoint or random init) + LoRA, optionally with trained weights."""
     sam = build_prompt_free_sam(variant, num_classes, image_size, sam_checkpoint, random_init)
     model = LoRASAMSegmenter(sam, lora_rank, lora_alpha, lora_dropout, lora_targets, decoder_mode, train_encoder)
+    model.base_is_random = random_init
     if weights:
         load_teacher_weights(model, weights)
     counts = model.parameter_counts()
@@ -331,13 +339,14 @@ def build_lora_sam(
 
 class AdaptedWeights:
     """Checkpoint view of a teacher holding only its adapted tensors (LoRA + decoder), so checkpoints of a
-    90 M-parameter SAM stay a few MB. Use it in place of the network in a checkpoint ``save_dict``."""
+    90 M-parameter SAM stay a few MB (random-init teachers: all tensors). Use it in place of the network in a
+    checkpoint ``save_dict``."""
 
     def __init__(self, model: LoRASAMSegmenter) -> None:
         self.model = model
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.trainable_state_dict()
+        return self.model.checkpoint_state_dict()
 
     def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True) -> None:
         missing = sorted(set(self.model.trainable_state_dict()) - set(state))
