@@ -78,3 +78,21 @@ def test_augmentation_keeps_masks_as_class_indices(hc18):
     assert out["image"].shape == (3, 64, 64)
     assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0, 2.0, 3.0}
     assert not torch.equal(out["image"], pre["image"])
+
+
+def test_nifti_slice_items_load_as_2d_images(tmp_path):
+    from tests.conftest import SHARED_DATA
+
+    vols = SHARED_DATA / "amos_ct" / "volumes"
+    if not vols.is_dir():
+        pytest.skip("amos_ct volumes not available")
+    import nibabel as nib
+
+    item = {"image": str(vols / "amos_0013_ct_slices.nii.gz"), "label": str(vols / "amos_0013_label_amos15.nii.gz"), "slice": 5}
+    out = preprocessing(64, num_classes=16, channels=1, intensity_range=(-160, 240))(item)
+    assert out["image"].shape == (1, 64, 64) and out["label"].shape == (1, 64, 64)
+    ct = np.asarray(nib.load(item["image"]).dataobj[..., 5], dtype=np.float32)
+    labels = np.asarray(nib.load(item["label"]).dataobj[..., 5])
+    assert out["image"].meta["slice"] == 5
+    assert set(torch.unique(out["label"]).tolist()) <= set(np.unique(labels).tolist())
+    assert float(out["image"].min()) == pytest.approx((0 - np.mean(IMAGENET_MEAN)) / np.mean(IMAGENET_STD), abs=1e-3) and ct.min() < -160

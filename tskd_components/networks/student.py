@@ -132,6 +132,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def missing_encoder(self) -> list[str]:
@@ -144,14 +145,31 @@ class LoadReport:
             + (f"; missing encoder keys: {self.missing_encoder[:8]}" if self.missing_encoder else "")
             + (f"; unexpected: {self.unexpected[:8]}" if self.unexpected else "")
             + (f"; mismatched: {self.mismatched[:8]}" if self.mismatched else "")
+            + (f"; ignored {len(self.ignored)} MAE pre-training keys" if self.ignored else "")
         )
 
 
-def _to_student_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Accept full student state dicts and bare timm ViT state dicts (mapped under ``encoder.``)."""
+MAE_PRETRAIN_ONLY = ("mask_token", "decoder_")
+
+
+def _to_student_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map a checkpoint to student keys; returns the mapped tensors and the keys deliberately ignored.
+
+    Full student state dicts pass through. Bare ViT state dicts (timm, or the MAE repository's ``model`` dict)
+    go under ``encoder.``; MAE's pre-training decoder (``decoder_*``, ``mask_token``) is ignored, and the
+    ``fc_norm`` of MAE fine-tuned checkpoints (which drop ``norm``) becomes the encoder's ``norm``.
+    """
     if any(k.startswith(("encoder.", "decoder.")) for k in state):
-        return state
-    return {f"encoder.{k}": v for k, v in state.items()}
+        return state, []
+    ignored = sorted(k for k in state if k.startswith(MAE_PRETRAIN_ONLY))
+    mapped = {}
+    for key, value in state.items():
+        if key in ignored:
+            continue
+        if key.startswith("fc_norm.") and f"norm.{key[8:]}" not in state:
+            key = f"norm.{key[8:]}"
+        mapped[f"encoder.{key}"] = value
+    return mapped, ignored
 
 
 def load_student_weights(model: ViTTinySegmenter, path: str | Path, strict_encoder: bool = True) -> LoadReport:
@@ -160,13 +178,13 @@ def load_student_weights(model: ViTTinySegmenter, path: str | Path, strict_encod
     The position embedding is resampled when the token grid differs; other tensors whose shapes differ are
     skipped and reported. With ``strict_encoder`` a checkpoint that leaves encoder weights missing is an error.
     """
-    state = _to_student_keys(read_state_dict(path))
+    state, ignored = _to_student_keys(read_state_dict(path))
     own = model.state_dict()
     pos_key = "encoder.pos_embed"
     if pos_key in state and state[pos_key].shape != own[pos_key].shape:
         num_prefix = 0 if model.encoder.no_embed_class else model.encoder.num_prefix_tokens
         state[pos_key] = resample_abs_pos_embed(state[pos_key], new_size=list(model.grid_size), num_prefix_tokens=num_prefix)
-    report = LoadReport(str(path))
+    report = LoadReport(str(path), ignored=ignored)
     usable = {}
     for key, value in state.items():
         if key not in own:
