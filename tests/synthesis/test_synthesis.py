@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from ignite.engine import Engine
+from monai.data import Dataset
+from PIL import Image
+
+from tskd_components.data import DatasetError, read_split
+from tskd_components.synthesis import (
+    DiffusionStep,
+    EMAWeights,
+    assert_no_test_images,
+    build_transfer_set,
+    build_unet,
+    diffusion_preprocessing,
+    quality_report,
+    sample,
+    save_unet,
+    synthesis_datalist,
+)
+from tskd_components.utils.weights import file_digest
+
+
+def tiny_unet():
+    torch.manual_seed(0)
+    return build_unet(32, 1, block_out_channels=(16, 32), attention_levels=(False, True))
+
+
+def real_batch(dataset, n=8):
+    pre = diffusion_preprocessing(32, 1, augment=False)
+    return torch.stack([it["image"] for it in Dataset(synthesis_datalist(dataset)[:n], pre)])
+
+
+def test_training_loss_decreases_on_real_images(hc18):
+    unet = tiny_unet()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    ema = EMAWeights(unet, 0.99)
+    engine = Engine(DiffusionStep(scheduler, ema))
+    engine.network, engine.optimizer = unet, torch.optim.AdamW(unet.parameters(), lr=2e-3)
+    engine.state.device = torch.device("cpu")
+    batch = {"image": real_batch(hc18)}
+    torch.manual_seed(1)
+    losses = [engine._process_function(engine, batch)["loss"].item() for _ in range(40)]
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+    averaged = ema.averaged_copy()
+    assert not torch.equal(next(averaged.parameters()), next(unet.parameters()))
+
+
+def test_sampling_is_deterministic_for_a_seed():
+    unet = tiny_unet().eval()
+    config = DDPMScheduler(num_train_timesteps=1000).config
+    a = sample(unet, config, 3, steps=4, batch_size=2, seed=7)
+    assert a.shape == (3, 1, 32, 32) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, sample(unet, config, 3, steps=4, batch_size=2, seed=7))
+    assert not torch.equal(a, sample(unet, config, 3, steps=4, batch_size=2, seed=8))
+
+
+def test_test_split_images_are_never_used(hc18):
+    items = synthesis_datalist(hc18)
+    split = read_split(hc18)
+    assert {it["id"] for it in items} == set(split["train"])
+    leak = items + [{"id": split["test"][0], "image": str(hc18 / "images" / f"{split['test'][0]}.png")}]
+    with pytest.raises(DatasetError, match="never read test-split images"):
+        assert_no_test_images(leak, hc18)
+    renamed = [{"id": "innocent", "image": str(hc18 / "images" / f"{split['test'][1]}.png")}]
+    with pytest.raises(DatasetError, match="never read test-split images"):
+        assert_no_test_images(renamed, hc18)
+
+
+def test_transfer_set_reaches_the_target_size_with_a_manifest(sample_dataset, tmp_path):
+    unet = tiny_unet()
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    save_unet(EMAWeights(unet), scheduler, tmp_path / "model")
+    real = synthesis_datalist(sample_dataset)
+    manifest_path = build_transfer_set(sample_dataset, tmp_path / "model", tmp_path / "transfer", len(real) + 5, steps=3, batch_size=4, seed=2)
+    manifest = json.loads(manifest_path.read_text())
+    files = sorted((tmp_path / "transfer" / "images").iterdir())
+    assert len(files) == len(real) + 5 == len(manifest["images"]) and manifest["num_synthetic"] == 5
+    test_ids = set(read_split(sample_dataset)["test"])
+    for entry in manifest["images"]:
+        path = tmp_path / "transfer" / entry["file"]
+        assert entry["sha256"] == file_digest(path)
+        if entry["source"] == "real":
+            assert path.name.removeprefix("real_").split(".")[0] not in test_ids
+        else:
+            assert entry["seed"] == 2 and entry["model_sha256"] == file_digest(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+            assert np.array(Image.open(path)).shape == (32, 32)  # grey dataset -> grey PNGs
+
+
+def test_quality_report_writes_grid_histograms_and_fid(hc18, tmp_path):
+    real = real_batch(hc18, 12)
+    report = quality_report(real, torch.rand(10, 1, 32, 32) * 2 - 1, tmp_path)
+    assert report["fid"] > 0 and "random initialisation" in report["feature_network"]
+    same = quality_report(real, real.clone(), tmp_path / "same")
+    assert same["fid"] < report["fid"]
+    assert (tmp_path / "samples_grid.png").is_file() and (tmp_path / "histograms.png").is_file()

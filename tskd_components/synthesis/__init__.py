@@ -1,0 +1,16 @@
+"""Diffusion synthesis of transfer-set images (diffusers), transfer-set builder and quality report."""
+
+from .diffusion import (
+    DiffusionStep,
+    EMAWeights,
+    assert_no_test_images,
+    build_unet,
+    diffusion_preprocessing,
+    load_unet,
+    sample,
+    save_unet,
+    synthesis_datalist,
+    write_pngs,
+)
+from .report import quality_report, report_for_model
+from .transfer_set import build_transfer_set

@@ -1,0 +1,170 @@
+"""Denoising diffusion (diffusers ``UNet2DModel`` + ``DDPMScheduler``) trained on a task's own training images,
+and DDIM sampling of synthetic images that grow the transfer set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
+from ignite.engine import Engine
+from monai.transforms import Compose, EnsureTyped, RandFlipd, Resized, ScaleIntensityd
+from PIL import Image
+from tqdm import tqdm
+
+from ..data.dataset import DatasetError, load_datalist, read_split
+from ..data.transforms import ConvertChannelsd, LoadSliceOrImaged
+
+
+def build_unet(image_size: int = 64, channels: int = 1, block_out_channels: Sequence[int] = (32, 64, 128, 128),
+               layers_per_block: int = 1, attention_levels: Sequence[bool] = (False, False, True, False)) -> UNet2DModel:
+    """A diffusers ``UNet2DModel``; ``attention_levels`` puts self-attention at the chosen resolutions."""
+    if len(attention_levels) != len(block_out_channels):
+        raise ValueError("attention_levels needs one entry per level of block_out_channels")
+    down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels)
+    up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels))
+    groups = min(32, min(block_out_channels))
+    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels, block_out_channels=tuple(block_out_channels),
+                       layers_per_block=layers_per_block, down_block_types=down, up_block_types=up, norm_num_groups=groups)
+
+
+def synthesis_datalist(dataset_dir: str | Path) -> list[dict[str, Any]]:
+    """Image-only items the diffusion model may learn from: the train split (labeled and unlabeled), never test."""
+    items = [{k: v for k, v in it.items() if k != "label"} for it in load_datalist(dataset_dir, "train", validate=False)]
+    assert_no_test_images(items, dataset_dir)
+    return items
+
+
+def assert_no_test_images(items: Sequence[Mapping[str, Any]], dataset_dir: str | Path) -> None:
+    """Refuse any item whose id or file belongs to the dataset's test split."""
+    test_ids = set(read_split(dataset_dir)["test"])
+    test_files = {Path(p).resolve() for p in (Path(dataset_dir) / "images").glob("*") if p.name.split(".")[0] in test_ids}
+    leaked = [it["image"] for it in items if it["id"] in test_ids or Path(it["image"]).resolve() in test_files]
+    if leaked:
+        raise DatasetError(f"synthesis must never read test-split images, but got {len(leaked)} (e.g. {leaked[0]}); use the train split only")
+
+
+def diffusion_preprocessing(image_size: int, channels: int, augment: bool = True) -> Compose:
+    """Load, bring to ``channels``, scale to [-1, 1], resize; horizontal flips when ``augment``."""
+    steps: list = [
+        LoadSliceOrImaged("image"),
+        ConvertChannelsd("image", channels=channels),
+        ScaleIntensityd("image", minv=-1.0, maxv=1.0),
+        Resized("image", spatial_size=(image_size, image_size), mode="area"),
+        EnsureTyped("image", dtype=torch.float32, track_meta=False),
+    ]
+    if augment:
+        steps.append(RandFlipd("image", prob=0.5, spatial_axis=1))
+    return Compose(steps)
+
+
+class EMAWeights:
+    """Checkpointable wrapper of diffusers' ``EMAModel`` that is stepped after each optimizer step; with warm-up
+    (decay grows as 1 - (1 + step)^-3/4 up to ``decay``) so short runs average recent weights, not the init."""
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999) -> None:
+        self.model = model
+        self.ema = EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=0.75)
+
+    def step(self) -> None:
+        self.ema.step(self.model.parameters())
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        self.ema.load_state_dict(state)
+
+    def averaged_copy(self) -> UNet2DModel:
+        """A copy of the model holding the averaged weights (for sampling and export)."""
+        copy = UNet2DModel.from_config(self.model.config)
+        copy.load_state_dict(self.model.state_dict())
+        self.ema.copy_to(copy.parameters())
+        return copy.eval()
+
+
+class DiffusionStep:
+    """``iteration_update`` for MONAI's ``SupervisedTrainer`` (network = UNet): noise a batch at random
+    timesteps, predict the noise, MSE, clip gradients, step, update the EMA."""
+
+    def __init__(self, scheduler: DDPMScheduler, ema: EMAWeights | None = None, max_grad_norm: float = 1.0) -> None:
+        self.scheduler = scheduler
+        self.ema = ema
+        self.max_grad_norm = max_grad_norm
+
+    def __call__(self, engine: Engine, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        unet = engine.network
+        unet.train()
+        clean = torch.as_tensor(batch["image"]).to(engine.state.device)
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device)
+        noisy = self.scheduler.add_noise(clean, noise, t)
+        engine.optimizer.zero_grad(set_to_none=True)
+        loss = F.mse_loss(unet(noisy, t).sample, noise)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), self.max_grad_norm)
+        engine.optimizer.step()
+        if self.ema is not None:
+            self.ema.step()
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach()}
+
+
+@torch.no_grad()
+def sample(unet: UNet2DModel, scheduler_config: Mapping[str, Any], num_images: int, steps: int = 50, batch_size: int = 8,
+           seed: int = 0, eta: float = 0.0) -> torch.Tensor:
+    """``num_images`` samples in [-1, 1] with DDIM; the same seed gives the same images."""
+    ddim = DDIMScheduler.from_config(dict(scheduler_config))
+    ddim.set_timesteps(steps)
+    generator = torch.Generator().manual_seed(seed)
+    size, channels = unet.config.sample_size, unet.config.in_channels
+    out = []
+    unet.eval()
+    for start in tqdm(range(0, num_images, batch_size), desc="DDIM sampling", unit="batch"):
+        n = min(batch_size, num_images - start)
+        x = torch.randn(n, channels, size, size, generator=generator)
+        for t in ddim.timesteps:
+            x = ddim.step(unet(x, t).sample, t, x, eta=eta, generator=generator).prev_sample
+        out.append(x.clamp(-1, 1))
+    return torch.cat(out)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W[, 3]) uint8 in the dataset's channel layout (grey or RGB)."""
+    arr = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def write_pngs(images: torch.Tensor, folder: str | Path, prefix: str = "synthetic", start: int = 0) -> list[Path]:
+    """Write images as ``<prefix>_<index>.png`` (grey 'L' or 'RGB'); returns the paths.
+
+    MONAI's PIL reader returns (W, H) arrays, so tensors from the preprocessing are transposed back here."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, arr in enumerate(to_uint8(images.transpose(-1, -2))):
+        path = folder / f"{prefix}_{start + i:05d}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+def save_unet(ema: EMAWeights, scheduler: DDPMScheduler, folder: str | Path) -> Path:
+    """Save the EMA UNet and the noise scheduler with diffusers' ``save_pretrained`` (safetensors)."""
+    folder = Path(folder)
+    ema.averaged_copy().save_pretrained(folder / "unet")
+    scheduler.save_pretrained(folder / "scheduler")
+    return folder
+
+
+def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict]:
+    """The exported UNet and its scheduler configuration, from :func:`save_unet`'s folder."""
+    folder = Path(folder)
+    if not (folder / "unet" / "config.json").is_file():
+        raise FileNotFoundError(f"no diffusion model at {folder} (unet/config.json missing); train bundles/tskd_synthesis first")
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    return UNet2DModel.from_pretrained(folder / "unet").eval(), config

@@ -1,0 +1,97 @@
+"""Quality report of synthetic images: a grid beside real images, intensity histograms and a Frechet distance
+between feature statistics (``monai.metrics.FIDMetric``) of a fixed network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.metrics import FIDMetric
+from torchvision.models import resnet18
+
+from ..utils.weights import read_state_dict
+from .diffusion import to_uint8
+
+
+def feature_network(weights: str | Path | None = None, seed: int = 0) -> tuple[torch.nn.Module, str]:
+    """ResNet-18 up to global pooling (512 features) and a description. With ``weights`` (a torchvision ResNet-18
+    state dict, e.g. ImageNet) those are loaded; otherwise a fixed-seed random initialisation is used: its
+    distances compare runs with each other, not with published FIDs (which use ImageNet Inception features)."""
+    torch.manual_seed(seed)
+    net = resnet18(weights=None)
+    if weights:
+        net.load_state_dict(read_state_dict(weights))
+        name = f"torchvision ResNet-18 with weights {weights}"
+    else:
+        name = f"torchvision ResNet-18, random initialisation with seed {seed} (no pretrained weights available)"
+    net.fc = torch.nn.Identity()
+    return net.eval(), name
+
+
+@torch.no_grad()
+def features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Features of images in [-1, 1] (grey repeated to 3 channels, resized to 128 px)."""
+    out = []
+    for batch in images.split(batch_size):
+        x = batch.repeat(1, 3, 1, 1) if batch.shape[1] == 1 else batch
+        out.append(net(F.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)))
+    return torch.cat(out)
+
+
+def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str | Path, feature_weights: str | Path | None = None,
+                   grid_count: int = 8) -> dict:
+    """Write ``samples_grid.png``, ``histograms.png`` and ``quality.json`` (FID, feature network, sample counts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    n = min(grid_count, len(real), len(synthetic))
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    for row, (name, batch) in enumerate((("real", real), ("synthetic", synthetic))):
+        for i, img in enumerate(to_uint8(batch[:n].transpose(-1, -2))):
+            axes[row, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            axes[row, i].axis("off")
+        axes[row, 0].set_title(name, loc="left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "samples_grid.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    bins = np.linspace(-1, 1, 65)
+    ax.hist(real.flatten().numpy(), bins=bins, density=True, alpha=0.6, label=f"real ({len(real)})")
+    ax.hist(synthetic.flatten().numpy(), bins=bins, density=True, alpha=0.6, label=f"synthetic ({len(synthetic)})")
+    ax.set_xlabel("intensity (scaled to [-1, 1])")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "histograms.png", dpi=110)
+    plt.close(fig)
+
+    net, description = feature_network(feature_weights)
+    fid = float(FIDMetric()(features(net, synthetic), features(net, real)))
+    report = {"fid": fid, "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
+              "grid": "samples_grid.png", "histograms": "histograms.png"}
+    (out / "quality.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, num_samples: int = 32,
+                     steps: int = 50, seed: int = 0, feature_weights: str | Path | None = None) -> dict:
+    """Sample ``num_samples`` images from the model in ``model_dir`` and report on them against the real
+    training images of ``dataset_dir`` at the model's resolution."""
+    from monai.data import Dataset
+
+    from .diffusion import diffusion_preprocessing, load_unet, sample, synthesis_datalist
+
+    unet, scheduler_config = load_unet(model_dir)
+    pre = diffusion_preprocessing(unet.config.sample_size, unet.config.in_channels, augment=False)
+    real = torch.stack([item["image"] for item in Dataset(synthesis_datalist(dataset_dir), pre)])
+    synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed)
+    report = quality_report(real, synthetic, output_dir, feature_weights)
+    print(json.dumps(report, indent=1))
+    return report

@@ -1,0 +1,50 @@
+"""Transfer set = the real training images (labels unused) + synthetic images up to a target size, as a folder
+``images/`` with a ``manifest.json`` recording each image's source, seed and model checkpoint hash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+from ..utils.weights import atomic_path, file_digest
+from .diffusion import assert_no_test_images, load_unet, sample, synthesis_datalist, write_pngs
+
+
+def build_transfer_set(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, target_size: int,
+                       steps: int = 50, batch_size: int = 8, seed: int = 0) -> Path:
+    """Write ``output_dir/images`` and ``output_dir/manifest.json``; returns the manifest path.
+
+    Real images are the dataset's train split (never test); synthetic images fill the rest with DDIM samples of
+    the model in ``model_dir``, drawn with ``seed``. A target below the number of real images keeps the first
+    ``target_size`` real images (sorted ids) and warns.
+    """
+    out = Path(output_dir)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    real = sorted(synthesis_datalist(dataset_dir), key=lambda it: it["id"])
+    assert_no_test_images(real, dataset_dir)
+    if target_size < len(real):
+        warnings.warn(f"target_size {target_size} is below the {len(real)} real training images; keeping the first {target_size}")
+        real = real[:target_size]
+    entries = []
+    for it in real:
+        dst = images_dir / f"real_{Path(it['image']).name}"
+        shutil.copyfile(it["image"], dst)
+        entries.append({"file": f"images/{dst.name}", "source": "real", "origin": it["image"], "sha256": file_digest(dst)})
+    num_synthetic = target_size - len(real)
+    if num_synthetic > 0:
+        unet, scheduler_config = load_unet(model_dir)
+        model_hash = file_digest(Path(model_dir) / "unet" / "diffusion_pytorch_model.safetensors")
+        images = sample(unet, scheduler_config, num_synthetic, steps, batch_size, seed)
+        for i, path in enumerate(write_pngs(images, images_dir)):
+            entries.append({"file": f"images/{path.name}", "source": "synthetic", "seed": seed, "index": i,
+                            "ddim_steps": steps, "model_sha256": model_hash, "sha256": file_digest(path)})
+    manifest = {"dataset_dir": str(dataset_dir), "target_size": target_size, "num_real": len(real), "num_synthetic": max(num_synthetic, 0),
+                "images": entries}
+    tmp = atomic_path(out / "manifest.json")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / "manifest.json")
+    return out / "manifest.json"
