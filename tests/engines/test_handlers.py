@@ -84,3 +84,14 @@ def test_metrics_report_per_class(tmp_path, capsys):
     assert report["metrics"]["mean_dice"]["mean"] == pytest.approx(0.5)
     assert json.loads((tmp_path / "metrics.json").read_text()) == report
     assert json.loads(capsys.readouterr().out)["split"] == "test"
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    (tmp_path / "checkpoint_epoch=3.pt").write_bytes(b"")
+    first = ResumeFromCheckpoint(str(tmp_path), {}, signature={"dataset_dir": "a", "seed": 0, "max_epochs": 5})
+    first.attach(Engine(lambda e, b: None))  # writes the signature (loading would happen only when the engine starts)
+    assert json.loads((tmp_path / "resume_signature.json").read_text()) == {"dataset_dir": "a", "seed": 0}
+    assert ResumeFromCheckpoint(str(tmp_path), {}, signature={"dataset_dir": "a", "seed": 0, "max_epochs": 50}).path is not None
+    with pytest.raises(ValueError, match=r"belongs to a run with other settings \(dataset_dir: 'a' -> 'b'\); pass --resume false"):
+        ResumeFromCheckpoint(str(tmp_path), {}, signature={"dataset_dir": "b", "seed": 0, "max_epochs": 5})
+    assert ResumeFromCheckpoint(str(tmp_path), {}, enabled=False, signature={"dataset_dir": "b"}).path is None

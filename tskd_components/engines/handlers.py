@@ -79,14 +79,33 @@ def latest_checkpoint(ckpt_dir: str | Path, prefix: str = "checkpoint") -> Path 
 class ResumeFromCheckpoint:
     """Resume training from the latest interval checkpoint in ``ckpt_dir``: the objects of ``load_dict`` plus the
     engine it is attached to (under ``engine_key``). Does nothing when ``enabled`` is false or no checkpoint exists.
+
+    With ``signature`` (the run's settings), a checkpoint left by a run with other settings (another dataset,
+    label budget, seed, ...; ``max_epochs`` may change) is refused instead of silently continued.
     """
 
-    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint", engine_key: str = "trainer") -> None:
+    SIGNATURE = "resume_signature.json"
+    MAY_CHANGE = ("max_epochs", "val_interval")
+
+    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint", engine_key: str = "trainer",
+                 signature: Mapping[str, Any] | None = None) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
         self.path = latest_checkpoint(ckpt_dir, prefix) if enabled else None
         self.load_dict = load_dict
         self.engine_key = engine_key
+        self.signature = {k: v for k, v in json.loads(json.dumps(dict(signature or {}), default=str)).items() if k not in self.MAY_CHANGE}
+        saved = self.ckpt_dir / self.SIGNATURE
+        if self.path is not None and signature is not None and saved.is_file():
+            previous = json.loads(saved.read_text())
+            changed = sorted(k for k in set(previous) | set(self.signature) if previous.get(k) != self.signature.get(k))
+            if changed:
+                details = "; ".join(f"{k}: {previous.get(k)!r} -> {self.signature.get(k)!r}" for k in changed[:5])
+                raise ValueError(f"{self.path} belongs to a run with other settings ({details}); pass --resume false to start over, or another ckpt_dir")
 
     def attach(self, engine: Engine) -> None:
+        if self.signature:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (self.ckpt_dir / self.SIGNATURE).write_text(json.dumps(self.signature, indent=1))
         if self.path is not None:
             logger.info(f"resuming from {self.path}")
             load_dict = {**self.load_dict, self.engine_key: engine}
