@@ -43,7 +43,7 @@ def test_ts_kd_from_cache_logs_each_loss_part_and_resumes(ts_kd_run, trained_tea
     distill(ts_kd_run.parents[1], cache_dir=str(cache_dir), teacher_weights=str(trained_teacher / "models" / "teacher_merged.safetensors"), max_epochs=3)
     rows = list(csv.DictReader((ts_kd_run / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    assert [p.name for p in (ts_kd_run / "models").iterdir()] == ["checkpoint_epoch=3.pt"]
+    assert sorted(p.name for p in (ts_kd_run / "models").iterdir()) == ["checkpoint_epoch=3.pt", "resume_signature.json"]
 
 
 def test_exported_student_loads_into_the_student_bundle(ts_kd_run, tmp_path):

@@ -81,11 +81,11 @@ class ResumeFromCheckpoint:
     engine it is attached to (under ``engine_key``). Does nothing when ``enabled`` is false or no checkpoint exists.
 
     With ``signature`` (the run's settings), a checkpoint left by a run with other settings (another dataset,
-    label budget, seed, ...; ``max_epochs`` may change) is refused instead of silently continued.
+    label budget, seed, ...; ``max_epochs`` and output locations may change) is refused instead of silently continued.
     """
 
     SIGNATURE = "resume_signature.json"
-    MAY_CHANGE = ("max_epochs", "val_interval")
+    MAY_CHANGE = ("max_epochs", "val_interval", "output_dir", "ckpt_dir", "model_dir", "export_path")  # length and location
 
     def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint", engine_key: str = "trainer",
                  signature: Mapping[str, Any] | None = None) -> None:
