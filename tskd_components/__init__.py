@@ -3,6 +3,6 @@
 The MONAI bundles in ``bundles/`` configure the classes and functions of this package.
 """
 
-from . import data, engines, losses, networks, ssl, synthesis, utils, visualize
+from . import data, deploy, engines, losses, networks, ssl, synthesis, utils, visualize
 
 __version__ = "0.1.0"

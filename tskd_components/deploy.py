@@ -1,0 +1,49 @@
+"""Export a trained student bundle to TorchScript and ONNX with ``monai.bundle`` and check that both give the
+PyTorch model's outputs (ONNX Runtime on CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from monai.bundle import ConfigParser, ckpt_export, onnx_export
+
+
+def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int = 0) -> dict:
+    """Write ``models/model.ts`` and ``models/model.onnx`` from ``models/model.pt`` of the bundle at
+    ``bundle_root`` (its ``configs/inference.json`` and ``metadata.json``), then compare the outputs of both with the
+    PyTorch network on a seeded random input; writes and returns ``models/export_parity.json``."""
+    root = Path(bundle_root)
+    configs, models = root / "configs", root / "models"
+    common = {"net_id": "network_def", "ckpt_file": str(models / "model.pt"), "meta_file": str(configs / "metadata.json"),
+              "config_file": str(configs / "inference.json"), "bundle_root": str(root)}
+    if not (models / "model.pt").is_file():
+        raise FileNotFoundError(f"{models / 'model.pt'} not found; train the bundle before exporting it")
+    parser = ConfigParser()
+    parser.read_meta(str(configs / "metadata.json"))
+    parser.read_config(str(configs / "inference.json"))
+    parser["bundle_root"] = str(root)
+    image = parser["_meta_"]["network_data_format"]["inputs"]["image"]
+    shape = [batch_size, image["num_channels"], *image["spatial_shape"]]
+    ckpt_export(filepath=str(models / "model.ts"), use_trace=True, input_shape=shape, **common)
+    onnx_export(filepath=str(models / "model.onnx"), use_trace=True, input_shape=shape, **common)
+
+    network = parser.get_parsed_content("network_def").eval()
+    network.load_state_dict(torch.load(models / "model.pt", map_location="cpu", weights_only=True))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        reference = network(x).numpy()
+        scripted = torch.jit.load(str(models / "model.ts"), map_location="cpu")(x).numpy()
+    session = onnxruntime.InferenceSession(str(models / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    report = {
+        "input_shape": shape,
+        "torchscript_max_abs_diff": float(np.abs(scripted - reference).max()),
+        "onnx_max_abs_diff": float(np.abs(onnx_out - reference).max()),
+        "onnxruntime": onnxruntime.__version__,
+    }
+    (models / "export_parity.json").write_text(json.dumps(report, indent=1))
+    return report
