@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from monai.bundle import verify_net_in_out
 
 from tests.bundles.conftest import BUNDLES, run_bundle
 from tests.conftest import SAMPLE
@@ -26,3 +27,8 @@ def test_export_matches_pytorch(tmp_path):
     assert report["input_shape"] == [2, 3, 64, 64]
     assert report["torchscript_max_abs_diff"] <= 1e-4 and report["onnx_max_abs_diff"] <= 1e-4
     assert (root / "models" / "model.ts").is_file() and (root / "models" / "model.onnx").is_file()
+
+
+def test_verify_net_in_out_passes_for_the_student_bundle():
+    configs = BUNDLES / "tskd_student_segmentation" / "configs"
+    verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"))
