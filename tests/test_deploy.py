@@ -8,7 +8,8 @@ from monai.bundle import verify_net_in_out
 
 from tests.bundles.conftest import BUNDLES, run_bundle
 from tests.conftest import SAMPLE
-from tskd_components.deploy import export_with_parity
+from tskd_components.deploy import export_with_parity, package_bundle
+from tskd_components.networks import ViTTinySegmenter
 
 
 def test_export_matches_pytorch(tmp_path):
@@ -32,3 +33,29 @@ def test_export_matches_pytorch(tmp_path):
 def test_verify_net_in_out_passes_for_the_student_bundle():
     configs = BUNDLES / "tskd_student_segmentation" / "configs"
     verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"))
+
+
+def test_zoo_package_round_trip(tmp_path):
+    import torch
+    from monai.bundle import download, load
+
+    root = tmp_path / "tskd_student_segmentation"
+    shutil.copytree(BUNDLES / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
+    run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1,
+               image_size=64, batch_size=4)
+    run_dir = root / "runs" / "hc18_n4_s0"
+    archive = package_bundle(root, tmp_path / "dist", run_dir, method="scratch")
+    download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
+    unpacked = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
+    assert unpacked["training"]["num_labeled"] == 4 and unpacked["training"]["dataset"] == "hc18"
+    assert unpacked["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json"),
+                    filepath=str(BUNDLES / "metadata_schema.json"))
+    loaded = load(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), workflow_type="inference", device="cpu")
+    reference = ViTTinySegmenter(64, 3, 2)
+    reference.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), reference.eval()(x))

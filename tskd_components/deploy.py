@@ -47,3 +47,44 @@ def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int =
     }
     (models / "export_parity.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str | Path, method: str = "scratch",
+                   teacher: str = "none") -> Path:
+    """Zip a trained ``tskd_student_segmentation`` in the model-zoo layout (``<name>/configs``, ``docs``, ``LICENSE``,
+    ``models/model.pt``), with ``metadata.json`` describing what was trained: dataset, label count, seed,
+    pre-training ``method``, ``teacher``, test metrics (from ``run_dir/eval_test/metrics.json`` when present), and
+    the input size and classes the weights need. Returns the zip path."""
+    import shutil
+
+    from .data import read_dataset_info
+
+    root, run = Path(bundle_root), Path(run_dir)
+    if not (root / "models" / "model.pt").is_file():
+        raise FileNotFoundError(f"{root / 'models' / 'model.pt'} not found; train the bundle before packaging it")
+    config = json.loads((run / "config.resolved.json").read_text())
+    info = read_dataset_info(config["dataset_dir"])
+    name = root.resolve().name
+    stage = Path(output_dir) / "staging" / name
+    if stage.exists():
+        shutil.rmtree(stage)
+    shutil.copytree(root / "configs", stage / "configs")
+    shutil.copytree(root / "docs", stage / "docs")
+    shutil.copy(root / "LICENSE", stage / "LICENSE")
+    (stage / "models").mkdir()
+    shutil.copy(root / "models" / "model.pt", stage / "models" / "model.pt")
+    meta = json.loads((stage / "configs" / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    size = [config["image_size"]] * 2
+    fmt["inputs"]["image"]["spatial_shape"] = size
+    fmt["inputs"]["image"]["num_channels"] = config["in_channels"]
+    fmt["outputs"]["pred"].update(spatial_shape=size, num_channels=info.num_classes, channel_def={str(k): v for k, v in sorted(info.classes.items())})
+    meta["training"] = {"dataset": info.name, "modality": info.modality, "num_labeled": config["num_labeled"], "seed": config["seed"],
+                        "method": method, "teacher": teacher, "initial_weights": config.get("initial_weights") or "random init"}
+    metrics = run / "eval_test" / "metrics.json"
+    if metrics.is_file():
+        meta["eval_metrics"] = {k: v["mean"] for k, v in json.loads(metrics.read_text())["metrics"].items()}
+    (stage / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4))
+    archive = shutil.make_archive(str(Path(output_dir) / name), "zip", root_dir=stage.parent, base_dir=name)
+    shutil.rmtree(stage.parent)
+    return Path(archive)
