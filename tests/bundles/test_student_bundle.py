@@ -116,3 +116,21 @@ def _chain(err):
     while err is not None:
         yield err
         err = err.__cause__ or err.__context__
+
+
+def test_two_process_gloo_ddp_training(tmp_path):
+    import subprocess
+    import sys
+
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "monai.bundle", "run",
+           "--config_file", configs, "--meta_file", str(CONFIGS / "metadata.json"), "--bundle_root", str(tmp_path),
+           "--dataset_dir", str(SAMPLE), "--image_size", "64", "--max_epochs", "2", "--num_labeled", "8", "--batch_size", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "runs" / "hc18_n8_s0" / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["val_mean_dice"]  # written once, by rank 0
+    import torch
+
+    state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert all(not k.startswith("module.") for k in state)  # DDP wrapper not saved
