@@ -59,3 +59,16 @@ def test_cache_of_the_fine_tuned_and_frozen_teacher(trained):
 def test_metadata():
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(REPO / "bundles" / "metadata_schema.json"))
     assert (CONFIGS.parent / "LICENSE").is_file() and (CONFIGS.parent / "docs" / "README.md").is_file()
+
+
+def test_two_process_gloo_ddp_training(tmp_path):
+    import subprocess
+    import sys
+
+    configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'multi_gpu_train.json'}']"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m", "monai.bundle", "run",
+           "--config_file", configs, "--meta_file", str(CONFIGS / "metadata.json"), "--bundle_root", str(tmp_path), "--dataset_dir", str(SAMPLE),
+           "--image_size", "64", "--max_epochs", "1", "--num_labeled", "8", "--batch_size", "2", "--sam_variant", "tiny", "--random_init", "true"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {"model.pt", "teacher_lora.safetensors", "teacher_merged.safetensors"} <= {p.name for p in (tmp_path / "models").iterdir()}
