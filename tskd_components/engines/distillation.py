@@ -19,19 +19,22 @@ LOGITS_KEY = "teacher_logits"
 
 class TeacherTargetsd(MapTransform):
     """Add an item's cached teacher targets: ``teacher_hidden`` as one (layers x C, h, w) map (so spatial
-    transforms treat it like an image) and ``teacher_logits`` (K, H', W') when the cache holds logits."""
+    transforms treat it like an image) and ``teacher_logits`` (K, H', W') when the cache holds logits. Targets keep
+    the cache's storage dtype (float16 by default), so a ``CacheDataset`` of them takes half the memory;
+    :class:`DistillationStep` computes in float32."""
 
     def __init__(self, cache: TeacherCache, id_key: str = "id") -> None:
         super().__init__(keys=[id_key])
         self.cache = cache
         self.id_key = id_key
+        self.dtype = getattr(torch, cache.meta["dtype"])
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         target = self.cache[d[self.id_key]]
-        d[HIDDEN_KEY] = torch.cat(target["hidden"], dim=0)
+        d[HIDDEN_KEY] = torch.cat(target["hidden"], dim=0).to(self.dtype)
         if "logits" in target:
-            d[LOGITS_KEY] = target["logits"]
+            d[LOGITS_KEY] = target["logits"].to(self.dtype)
         return d
 
 

@@ -166,19 +166,29 @@ class RunRecorder:
 
 class TrainingCurves:
     """Append per-epoch means of the loss (and its parts, for dict outputs), the learning rate and validation
-    metrics to ``training_log.csv`` and redraw ``training_curves.png`` in ``output_dir``. Attach to the trainer;
+    metrics to ``training_log.csv`` in ``output_dir``, and redraw ``training_curves.png`` every ``plot_every``
+    epochs and when the run completes (a redraw costs ~0.2 s, a tenth of a small epoch). Attach to the trainer;
     pass the validation evaluator to log its metrics too."""
 
-    def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None,
+                 plot_every: int = 10) -> None:
         self.output_dir = Path(output_dir)
         self.evaluator = evaluator
         self.optimizer = optimizer
+        self.plot_every = plot_every
         self._sums: dict[str, list[float]] = {}
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._sums.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.plot_every), self._plot)
+        engine.add_event_handler(Events.COMPLETED, self._plot)
+
+    def _plot(self, engine: Engine) -> None:
+        log = self.output_dir / "training_log.csv"
+        if log.is_file():
+            plot_training_curves(log, self.output_dir / "training_curves.png")
 
     def _collect(self, engine: Engine) -> None:
         for name, value in scalar_outputs(engine.state.output).items():
@@ -204,7 +214,6 @@ class TrainingCurves:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        plot_training_curves(log, self.output_dir / "training_curves.png")
 
 
 def plot_training_curves(log_csv: str | Path, png: str | Path) -> Path:

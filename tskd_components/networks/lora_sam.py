@@ -296,12 +296,13 @@ def load_teacher_weights(model: LoRASAMSegmenter, path: str | Path) -> LoRASAMSe
             raise ValueError(f"{path} lacks {len(missing_trainable)} adapted tensors (e.g. {missing_trainable[:3]}); it was saved for another LoRA configuration")
         model.load_state_dict(state, strict=False)
         return model
-    # merged full model: put it into the base layers and zero the LoRA update
+    # merged full model: weights of LoRA-wrapped layers go into their base layers, and the LoRA update is zeroed
     own = model.state_dict()
+    wrapped = set(model.lora_modules)
     mapped = {}
     for key, value in state.items():
-        lora_key = key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
-        mapped[f"sam.{lora_key}" if f"sam.{lora_key}" in own else f"sam.{key}"] = value
+        module, _, leaf = key.rpartition(".")
+        mapped[f"sam.{module}.base_layer.{leaf}" if module in wrapped else f"sam.{key}"] = value
     unknown = sorted(k for k in mapped if k not in own)
     if unknown:
         raise ValueError(f"{path} holds tensors that do not fit this teacher: {unknown[:5]}")
