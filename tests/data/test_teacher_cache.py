@@ -62,3 +62,15 @@ def test_frozen_mode_stores_features_only(teacher, hc18, tmp_path):
     build_teacher_cache(teacher, items, preprocessing(64, channels=3, with_label=False), tmp_path / "f", "sam", [3], mode="frozen")
     cache = TeacherCache(tmp_path / "f")
     assert not cache.has_logits and set(cache[items[0]["id"]]) == {"hidden"}
+
+
+def test_rebuilding_hides_the_old_index_until_done(teacher, hc18, tmp_path):
+    from tskd_components.data.teacher_cache import TeacherCacheWriter
+
+    items = load_transfer_set(hc18)[:1]
+    build_teacher_cache(teacher, items, preprocessing(64, channels=3, with_label=False), tmp_path / "c", "old", [3])
+    writer = TeacherCacheWriter(tmp_path / "c", "new", [3])  # a rebuild that has not finished
+    with pytest.raises(FileNotFoundError, match="index.json missing"):
+        TeacherCache(tmp_path / "c")
+    writer.close()
+    assert TeacherCache(tmp_path / "c").meta["teacher_id"] == "new"

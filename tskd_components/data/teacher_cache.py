@@ -30,6 +30,8 @@ class TeacherCacheWriter:
                  feature_pool: int = 1, logits_size: int | None = None, shard_size: int = 256, mode: str = "fine_tuned") -> None:
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # an older index must not describe shards this build overwrites: the cache is unreadable until close()
+        (self.dir / INDEX).unlink(missing_ok=True)
         self.meta = {"teacher_id": teacher_id, "layers": list(layers), "dtype": dtype, "feature_pool": feature_pool,
                      "logits_size": logits_size, "mode": mode, "shards": [], "images": {}}
         self.dtype = getattr(torch, dtype)
