@@ -38,12 +38,15 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndar
 
 class SaveOverlayd(MapTransform):
     """Write ``<output_dir>/<name>_overlay.png``: the source image of ``image`` with ``pred`` (class indices or
-    one-hot / probabilities) blended over it; a prediction at another resolution is resized (nearest) to the source."""
+    one-hot / probabilities) blended over it; a prediction at another resolution is resized (nearest) to the source.
+    With ``save_mask``, also ``<name>_mask.png``: the class indices (uint8) at the source resolution."""
 
-    def __init__(self, keys: KeysCollection = "pred", output_dir: str = "./overlays", image_key: str = "image", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = "pred", output_dir: str = "./overlays", image_key: str = "image", save_mask: bool = False,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.image_key = image_key
+        self.save_mask = save_mask
         self._load = LoadSliceOrImaged(image_key)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
@@ -62,4 +65,6 @@ class SaveOverlayd(MapTransform):
             name = Path(str(source)).name.split(".")[0] + (f"_z{int(slice_index):03d}" if slice_index is not None else "")
             self.output_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rgb).save(self.output_dir / f"{name}_overlay.png")
+            if self.save_mask:
+                Image.fromarray(np.ascontiguousarray(mask.T).astype(np.uint8)).save(self.output_dir / f"{name}_mask.png")
         return d

@@ -1,0 +1,123 @@
+"""``tskd``: the TSKD pipeline and experiments from the command line.
+
+    tskd pipeline                       # the whole TS-KD pipeline on the HC18 sample in this repository (CPU, minutes)
+    tskd experiment --datasets hc18 ph2 --num-labeled 10 40 --seeds 0 1 2 --run-dir runs/exp
+    tskd study lora-rank --datasets hc18 --values 1 4 16 64 --num-labeled 10 --run-dir runs/rank
+    tskd report --run-dir runs/exp      # rebuild CSV, tables and figures from the finished cells
+
+Each stage is a bundle of bundles/ run through monai.bundle; re-running a command skips finished stages whose inputs
+did not change and resumes an interrupted one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import read_split, sample_dataset_dir
+from .experiment import METHODS, PAPER_METHODS, SCALES, Experiment, ExperimentSpec
+from .report import write_report
+
+STUDIES = {"transfer-size": "transfer_size", "lora-rank": "lora_rank", "synthetic": "transfer_size"}
+
+
+def resolve_dataset(name: str, data_root: str) -> Path:
+    """A dataset folder given by path, or by name under ``data_root``."""
+    path = Path(name)
+    if not path.is_dir():
+        path = Path(data_root) / name
+    if not (path / "dataset.json").is_file():
+        raise FileNotFoundError(f"dataset {name!r} not found (looked for {path}/dataset.json); pass a dataset folder or a name "
+                                f"under --data-root {data_root}")
+    return path.resolve()
+
+
+def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
+    parser.add_argument("--run-dir", default=run_dir, help="folder of every stage's outputs (re-use it to resume)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small", help="small: CPU, SAM-architecture teacher from random init; "
+                        "paper: GPU, official SAM vit_b (--sam-checkpoint)")
+    parser.add_argument("--sam-checkpoint", default="", help="official SAM checkpoint (paper scale)")
+    parser.add_argument("--teacher-labels", choices=("budget", "all"), default="budget",
+                        help="teacher fine-tuned on the student's labels (paper setting) or on the whole train split")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tskd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pipe = sub.add_parser("pipeline", help="synthesis -> teacher -> cache -> TS-KD -> student fine-tune -> evaluation, vs scratch")
+    _common_args(pipe, "runs/pipeline")
+    pipe.add_argument("--dataset-dir", default=str(sample_dataset_dir()), help="default: the HC18 sample shipped in the repository")
+    pipe.add_argument("--num-labeled", type=int, default=20)
+    pipe.add_argument("--synthetic", type=int, default=16, help="synthetic images added to the transfer set (0: none)")
+    pipe.add_argument("--seed", type=int, default=0)
+
+    exp = sub.add_parser("experiment", help="methods x datasets x label budgets x seeds, with report")
+    _common_args(exp, "runs/experiment")
+    exp.add_argument("--datasets", nargs="+", required=True, help="dataset folders or names under --data-root")
+    exp.add_argument("--data-root", default="../shared/data")
+    exp.add_argument("--num-labeled", type=int, nargs="+", default=[10, 20, 40, 80, 100])
+    exp.add_argument("--methods", nargs="+", choices=METHODS, default=list(PAPER_METHODS) + ["unet_scratch"])
+    exp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    exp.add_argument("--transfer-size", type=int, default=0, help="transfer-set size; above the train split, synthetic images fill it")
+    exp.add_argument("--variant", default="", help="name of a variation of the settings; its results live apart (<dataset>_<variant>)")
+    exp.add_argument("--mae-imagenet-weights", default="", help="ImageNet MAE ViT-Tiny weights for mae_imagenet (and to start mae from)")
+
+    study = sub.add_parser("study", help="TS-KD under one varied setting: transfer-size, lora-rank or synthetic (with vs without)")
+    _common_args(study, "runs/study")
+    study.add_argument("name", choices=sorted(STUDIES))
+    study.add_argument("--values", type=int, nargs="+", required=True,
+                       help="transfer-set sizes, LoRA ranks, or (synthetic) the transfer-set size with synthetic images")
+    study.add_argument("--datasets", nargs="+", required=True)
+    study.add_argument("--data-root", default="../shared/data")
+    study.add_argument("--num-labeled", type=int, nargs="+", default=[10])
+    study.add_argument("--seeds", type=int, nargs="+", default=[0])
+
+    rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
+    rep.add_argument("--run-dir", required=True)
+    return parser
+
+
+def study_specs(args: argparse.Namespace, datasets: list[Path]) -> list[ExperimentSpec]:
+    common = dict(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=["ts_kd"], seeds=args.seeds,
+                  scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint)
+    if args.name == "lora-rank":
+        return [ExperimentSpec(**common, lora_rank=r, variant=f"lora_rank_{r:02d}") for r in args.values]
+    if args.name == "transfer-size":
+        return [ExperimentSpec(**common, transfer_size=n, variant=f"transfer_{n:05d}") for n in args.values]
+    return [ExperimentSpec(**common, transfer_size=0, variant="real_only")] + [
+        ExperimentSpec(**common, transfer_size=n, variant=f"synthetic_{n:05d}") for n in args.values]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "tskd " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    if args.command == "report":
+        write_report(args.run_dir, command)
+        return 0
+    if args.command == "pipeline":
+        dataset = Path(args.dataset_dir).resolve()
+        num_real = len(read_split(dataset)["train"])
+        specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=[dataset], num_labeled=[args.num_labeled], methods=["scratch", "ts_kd"],
+                                seeds=[args.seed], scale=args.scale, transfer_size=num_real + args.synthetic if args.synthetic else 0,
+                                teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint)]
+    else:
+        datasets = [resolve_dataset(d, args.data_root) for d in args.datasets]
+        if args.command == "experiment":
+            specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=args.methods,
+                                    seeds=args.seeds, scale=args.scale, transfer_size=args.transfer_size, teacher_labels=args.teacher_labels,
+                                    sam_checkpoint=args.sam_checkpoint, mae_imagenet_weights=args.mae_imagenet_weights,
+                                    variant=args.variant)]
+        else:
+            specs = study_specs(args, datasets)
+    for spec in specs:
+        Experiment(spec).run()
+    write_report(args.run_dir, command)
+    return 0

@@ -1,0 +1,73 @@
+"""Model cost (parameters, FLOPs, CPU latency) and per-stage training time of a run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from monai.networks.nets import BasicUNet
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..networks.lora_sam import build_prompt_free_sam
+from ..networks.student import ViTTinySegmenter
+from .experiment import UNET_FEATURES
+from .stages import STAGE_RECORD
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def model_cost(model: torch.nn.Module, image_size: int, batch_size: int = 1, repeats: int = 3) -> dict[str, float]:
+    """Parameters (M), forward GFLOPs per image and median CPU forward latency (ms) at ``batch_size``."""
+    model = model.eval()
+    x = torch.randn(batch_size, 3, image_size, image_size)
+    with torch.inference_mode():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x[:1])
+        seconds = median_seconds(lambda: model(x), repeats)
+    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9,
+            "latency_ms": 1000 * seconds, "batch_size": batch_size, "image_size": image_size}
+
+
+def efficiency_rows(image_size: int, num_classes: int, sam_variant: str, repeats: int = 3) -> list[dict[str, Any]]:
+    """Cost of the ViT-Tiny student, the UNet reference and the teacher architecture, all at ``image_size``
+    (random weights: cost does not depend on them)."""
+    torch.manual_seed(0)
+    models = {"ViT-Tiny student (TS-KD)": ViTTinySegmenter(image_size, 3, num_classes),
+              "BasicUNet reference": BasicUNet(2, 3, num_classes, features=UNET_FEATURES),
+              f"SAM {sam_variant} teacher": build_prompt_free_sam(sam_variant, num_classes, image_size, random_init=True)}
+    if sam_variant != "vit_b":
+        models["SAM vit_b (the paper's teacher)"] = build_prompt_free_sam("vit_b", num_classes, image_size, random_init=True)
+    return [{"model": name, **model_cost(model, image_size, repeats=repeats)} for name, model in models.items()]
+
+
+def stage_seconds(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Mean / total seconds per stage kind (e.g. ``teacher``, ``ts_kd distillation``, ``fine-tune ts_kd``) from the
+    ``stage.json`` records under ``run_dir``."""
+    kinds: dict[str, list[float]] = defaultdict(list)
+    for path in Path(run_dir).rglob(STAGE_RECORD):
+        rec = json.loads(path.read_text())
+        kinds[rec["kind"]].append(float(rec["seconds"]))
+    return [{"stage": k, "runs": len(v), "mean_s": statistics.mean(v), "total_s": sum(v)} for k, v in sorted(kinds.items())]
+
+
+def efficiency_markdown(models: list[dict[str, Any]], stages: list[dict[str, Any]]) -> str:
+    lines = ["| model | params (M) | GFLOPs / image | CPU latency, batch 1 (ms) |", "|---|---|---|---|"]
+    lines += [f"| {m['model']} ({m['image_size']} px) | {m['params_m']:.2f} | {m['gflops']:.2f} | {m['latency_ms']:.1f} |" for m in models]
+    lines += ["", "| stage | runs | mean (s) | total (s) |", "|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['runs']} | {s['mean_s']:.1f} | {s['total_s']:.1f} |" for s in stages]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,270 @@
+"""The paper's comparison as one resumable run: pre-training methods x datasets x label budgets x seeds.
+
+Every stage is a bundle run (``monai.bundle.run``) under ``<run_dir>/<dataset>/...``; see :class:`Experiment`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..data.dataset import read_dataset_info, read_split
+from ..utils.run_record import package_versions
+from .stages import Stage, run_bundle, write_json
+
+METHODS = ("scratch", "unet_scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
+PAPER_METHODS = ("scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
+RESULT_FILE = "result.json"
+# a MONAI BasicUNet of about the student's size (6.5 M parameters at 2 classes), the reference a user would pick
+UNET_FEATURES = (32, 64, 128, 256, 416, 32)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes and schedules of one experiment scale. Steps are optimiser iterations (epochs follow the label budget)."""
+
+    image_size: int
+    sam_variant: str
+    random_init: bool
+    teacher_train_encoder: bool
+    teacher_steps: int
+    teacher_batch: int
+    lora_rank: int
+    distill_epochs: int
+    mae_epochs: int
+    mocov3_epochs: int
+    finetune_steps: int
+    finetune_batch: int
+    synthesis_image_size: int
+    synthesis_epochs: int
+    ddim_steps: int
+
+
+SCALES = {
+    # test size: the real ViT-Tiny student and a tiny SAM of the real classes at 64 px
+    "tiny": Scale(64, "tiny", True, True, 4, 4, 4, 1, 1, 1, 4, 4, 32, 1, 4),
+    # CPU size: SAM `small` architecture trained here from random init (no SAM weights on CPU machines)
+    "small": Scale(128, "small", True, True, 300, 8, 4, 10, 20, 10, 100, 8, 64, 25, 25),
+    # GPU size: SAM vit_b from the official checkpoint (--sam-checkpoint), LoRA on the frozen encoder
+    "paper": Scale(256, "vit_b", False, False, 3000, 8, 4, 100, 400, 200, 2000, 8, 128, 500, 50),
+}
+
+
+@dataclass
+class ExperimentSpec:
+    """What to run. ``transfer_size`` above the number of real training images adds synthetic images (diffusion)."""
+
+    run_dir: Path
+    datasets: list[Path]
+    num_labeled: list[int]
+    methods: list[str] = field(default_factory=lambda: list(PAPER_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    scale: str = "small"
+    transfer_size: int = 0
+    teacher_labels: str = "budget"
+    sam_checkpoint: str = ""
+    mae_imagenet_weights: str = ""
+    lora_rank: int | None = None
+    variant: str = ""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
+        if self.scale not in SCALES:
+            raise ValueError(f"unknown scale {self.scale!r}; choose from {list(SCALES)}")
+        if self.teacher_labels not in ("budget", "all"):
+            raise ValueError("teacher_labels must be 'budget' (teacher sees the student's labels) or 'all' (whole train split)")
+        for d in self.datasets:
+            read_dataset_info(d)  # clear error for a folder that is not a dataset
+        params = SCALES[self.scale]
+        if not params.random_init and not self.sam_checkpoint and {"ta_kd", "ts_kd"} & set(self.methods):
+            raise FileNotFoundError(f"scale {self.scale!r} fine-tunes the official SAM {params.sam_variant}: pass --sam-checkpoint "
+                                    "(e.g. sam_vit_b_01ec64.pth from https://github.com/facebookresearch/segment-anything)")
+
+    @property
+    def params(self) -> Scale:
+        base = SCALES[self.scale]
+        return replace(base, lora_rank=self.lora_rank) if self.lora_rank else base
+
+
+def epochs_for(steps: int, num_items: int, batch_size: int) -> int:
+    """Epochs giving about ``steps`` iterations over ``num_items`` items."""
+    return max(1, round(steps / math.ceil(num_items / batch_size)))
+
+
+class Experiment:
+    """Plans and runs the stages of an :class:`ExperimentSpec`; each result cell lands in ``<cell>/result.json``.
+
+    Layout of ``<run_dir>/<dataset>/``: ``transfer/`` (synthesis model + transfer set, when synthetic images are
+    asked for), ``mae/``, ``mocov3/``, ``ta_kd/`` (frozen-SAM cache + distillation), ``teacher_n<N>_s<seed>/``,
+    ``ts_kd_n<N>_s<seed>/`` (teacher cache + distillation), ``finetune/<method>_n<N>_s<seed>/`` (student training,
+    test evaluation, ``result.json``).
+    """
+
+    def __init__(self, spec: ExperimentSpec) -> None:
+        self.spec = spec
+        self.p = spec.params
+        self.root = Path(spec.run_dir).resolve()
+        self.timings: dict[str, float] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def _stage(self, stage: Stage) -> Stage:
+        self.timings[stage.name] = stage.run()
+        return stage
+
+    def _ds_root(self, dataset: Path) -> Path:
+        return self.root / (Path(dataset).name + (f"_{self.spec.variant}" if self.spec.variant else ""))
+
+    def _common(self, dataset: Path) -> dict[str, Any]:
+        return {"dataset_dir": str(Path(dataset).resolve()), "image_size": self.p.image_size}
+
+    def _sam(self) -> dict[str, Any]:
+        return {"sam_variant": self.p.sam_variant, "random_init": self.p.random_init, "sam_checkpoint": self.spec.sam_checkpoint}
+
+    # -- transfer set ------------------------------------------------------------------------------------------
+    def transfer_dir(self, dataset: Path) -> Path:
+        """The dataset itself (its train split) or, when ``transfer_size`` exceeds it, real + synthetic images."""
+        num_real = len(read_split(dataset)["train"])
+        if self.spec.transfer_size <= num_real:
+            return Path(dataset).resolve()
+        folder = self._ds_root(dataset) / "transfer"
+        model_dir = folder / "synthesis" / "run" / "model"
+        synth = {**self._common(dataset), "image_size": self.p.synthesis_image_size, "seed": 0, "output_dir": str(folder / "synthesis" / "run"),
+                 "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
+        self._stage(Stage("synthesis", f"synthesis {Path(dataset).name}", folder / "synthesis", "tskd_synthesis", ["train.json"], synth,
+                          outputs=[model_dir / "unet" / "diffusion_pytorch_model.safetensors"]))
+        out = folder / f"set_{self.spec.transfer_size}"
+        build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out / "transfer_set")}
+        self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out, "tskd_synthesis",
+                          ["train.json", "build_transfer_set.json"], build, inputs=[model_dir / "unet" / "diffusion_pytorch_model.safetensors"],
+                          outputs=[out / "transfer_set" / "manifest.json"]))
+        return out / "transfer_set"
+
+    # -- pre-training ------------------------------------------------------------------------------------------
+    def ssl_weights(self, dataset: Path, method: str) -> Path:
+        folder = self._ds_root(dataset) / method
+        transfer = self.transfer_dir(dataset)
+        weights = folder / "run" / "student_pretrained.safetensors"
+        init = self.spec.mae_imagenet_weights if method == "mae" else ""
+        overrides = {**self._common(dataset), "method": method, "transfer_dir": str(transfer), "seed": 0, "output_dir": str(folder / "run"),
+                     "max_epochs": self.p.mae_epochs if method == "mae" else self.p.mocov3_epochs, "initial_weights": init}
+        self._stage(Stage(f"{method} pre-training", f"{method} {Path(dataset).name}", folder, "tskd_ssl_pretrain", ["train.json"], overrides,
+                          inputs=[transfer] + ([Path(init)] if init else []), outputs=[weights]))
+        return weights
+
+    def teacher(self, dataset: Path, num_labeled: int, seed: int) -> tuple[Path, Path]:
+        """Train + test-evaluate the LoRA-SAM teacher; returns (merged weights, metrics.json)."""
+        n = num_labeled if self.spec.teacher_labels == "budget" else 0
+        num_items = n or len(read_split(dataset)["train"])
+        folder = self._ds_root(dataset) / f"teacher_n{n or 'all'}_s{seed}"
+        epochs = epochs_for(self.p.teacher_steps, num_items, self.p.teacher_batch)
+        overrides = {**self._common(dataset), **self._sam(), "train_encoder": self.p.teacher_train_encoder, "lora_rank": self.p.lora_rank,
+                     "lora_alpha": float(self.p.lora_rank), "num_labeled": n, "seed": seed, "max_epochs": epochs,
+                     "val_interval": max(1, epochs // 10), "batch_size": self.p.teacher_batch, "output_dir": str(folder / "run")}
+        merged, metrics = folder / "models" / "teacher_merged.safetensors", folder / "run" / "eval_test" / "metrics.json"
+        self._stage(Stage("teacher", f"teacher {Path(dataset).name} n{n or 'all'} s{seed}", folder, "tskd_sam_lora", ["train.json"], overrides,
+                          outputs=[merged, metrics],
+                          after=lambda: run_bundle("tskd_sam_lora", ["train.json", "evaluate.json"], bundle_root=str(folder), **overrides)))
+        return merged, metrics
+
+    def distilled_weights(self, dataset: Path, mode: str, teacher: Path | None, folder: Path, seed: int) -> Path:
+        """Teacher cache on the transfer set, then distillation (``ts_kd`` from ``teacher``, ``ta_kd`` from frozen SAM)."""
+        transfer = self.transfer_dir(dataset)
+        sam = {**self._common(dataset), **self._sam(), "seed": seed}
+        cache_mode = "fine_tuned" if mode == "ts_kd" else "frozen"
+        cache = folder / "cache"
+        teacher_input = [teacher] if teacher is not None else []
+        self._stage(Stage(f"{mode} teacher cache", f"{mode} cache {Path(dataset).name} {folder.name}", folder / "cache_stage", "tskd_sam_lora", ["train.json", "cache.json"],
+                          {**sam, "cache_mode": cache_mode, "cache_dir": str(cache), "transfer_dir": str(transfer),
+                           "teacher_weights": str(teacher or "")}, inputs=[transfer, *teacher_input], outputs=[cache / "index.json"]))
+        run = folder / "run"
+        self._stage(Stage(f"{mode} distillation", f"{mode} distillation {Path(dataset).name} {folder.name}", folder, "tskd_distill", ["train.json"],
+                          {**sam, "mode": mode, "cache_dir": str(cache), "transfer_dir": str(transfer), "teacher_weights": str(teacher or ""),
+                           "max_epochs": self.p.distill_epochs, "output_dir": str(run)},
+                          inputs=[cache, *teacher_input], outputs=[run / "student_pretrained.safetensors"]))
+        return run / "student_pretrained.safetensors"
+
+    def initial_weights(self, dataset: Path, method: str, num_labeled: int, seed: int) -> tuple[str, dict[str, Any]]:
+        """Weights the student starts from for ``method`` and what they came from."""
+        if method in ("scratch", "unet_scratch"):
+            return "", {}
+        if method == "mae_imagenet":
+            return self.spec.mae_imagenet_weights, {"weights": self.spec.mae_imagenet_weights}
+        if method in ("mae", "mocov3"):
+            return str(self.ssl_weights(dataset, method)), {}
+        if method == "ta_kd":
+            folder = self._ds_root(dataset) / "ta_kd"
+            return str(self.distilled_weights(dataset, "ta_kd", None, folder, 0)), {"teacher": self.teacher_description(frozen=True)}
+        merged, metrics = self.teacher(dataset, num_labeled, seed)
+        folder = self._ds_root(dataset) / f"ts_kd_n{num_labeled}_s{seed}"
+        teacher_metrics = json.loads(metrics.read_text())["metrics"]
+        return str(self.distilled_weights(dataset, "ts_kd", merged, folder, seed)), {
+            "teacher": self.teacher_description(), "teacher_dice": teacher_metrics["mean_dice"]["mean"],
+            "teacher_hd95": teacher_metrics["hd95"]["mean"], "teacher_nsd": teacher_metrics["nsd"]["mean"]}
+
+    def teacher_description(self, frozen: bool = False) -> str:
+        weights = self.spec.sam_checkpoint or "random init (no SAM weights)"
+        what = "frozen" if frozen else f"LoRA r{self.p.lora_rank}, {'encoder trained' if self.p.teacher_train_encoder else 'encoder frozen'}, labels: {self.spec.teacher_labels}"
+        return f"SAM {self.p.sam_variant} [{weights}], {what}"
+
+    # -- fine-tuning -------------------------------------------------------------------------------------------
+    def finetune(self, dataset: Path, method: str, num_labeled: int, seed: int) -> dict[str, Any]:
+        folder = self._ds_root(dataset) / "finetune" / f"{method}_n{num_labeled}_s{seed}"
+        row: dict[str, Any] = {"dataset": Path(dataset).name, "dataset_dir": str(Path(dataset).resolve()), "variant": self.spec.variant, "method": method, "num_labeled": num_labeled,
+                               "seed": seed, "scale": self.spec.scale, "image_size": self.p.image_size}
+        if method == "mae_imagenet" and not self.spec.mae_imagenet_weights:
+            row["status"] = "not run: no ImageNet MAE ViT-Tiny weights given (--mae-imagenet-weights); none can be downloaded here"
+            write_json(folder / RESULT_FILE, row)
+            return row
+        weights, provenance = self.initial_weights(dataset, method, num_labeled, seed)
+        epochs = epochs_for(self.p.finetune_steps, num_labeled, self.p.finetune_batch)
+        overrides = {**self._common(dataset), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
+                     "val_interval": max(1, epochs // 10), "batch_size": self.p.finetune_batch, "initial_weights": weights,
+                     "output_dir": str(folder / "run")}
+        if method == "unet_scratch":
+            overrides["network_def"] = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels",
+                                        "out_channels": "@num_classes", "features": list(UNET_FEATURES)}
+        metrics = folder / "run" / "eval_test" / "metrics.json"
+        stage = self._stage(Stage(f"fine-tune {method}", f"fine-tune {Path(dataset).name} {method} n{num_labeled} s{seed}", folder, "tskd_student_segmentation",
+                                  ["train.json"], overrides, inputs=[Path(weights)] if weights else [], outputs=[metrics],
+                                  after=lambda: run_bundle("tskd_student_segmentation", ["train.json", "evaluate.json"],
+                                                           bundle_root=str(folder), **overrides)))
+        m = json.loads(metrics.read_text())["metrics"]
+        row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
+                    "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,
+                    "labeled_ids": str(folder / "run" / "labeled_ids.json"), "masks_dir": str(metrics.parent / "overlays")})
+        write_json(folder / RESULT_FILE, row)
+        return row
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every cell (pre-training stages are shared and run once); returns the result rows."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / "experiments.jsonl").open("a") as log:
+            spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.spec).items()}
+            spec["datasets"] = [str(d) for d in self.spec.datasets]
+            log.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "spec": spec, "scale": asdict(self.p),
+                                  "versions": package_versions()}) + "\n")
+        rows = []
+        for dataset in self.spec.datasets:
+            for method in self.spec.methods:
+                for num_labeled in self.spec.num_labeled:
+                    for seed in self.spec.seeds:
+                        rows.append(self.finetune(Path(dataset), method, num_labeled, seed))
+        write_json(self.root / "timings.json", {**_read_json(self.root / "timings.json"), **self.timings})
+        return rows
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def collect_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every ``result.json`` under ``run_dir`` (cells of all experiments written there), sorted."""
+    rows = [json.loads(p.read_text()) for p in Path(run_dir).rglob(RESULT_FILE)]
+    order = {m: i for i, m in enumerate(METHODS)}
+    return sorted(rows, key=lambda r: (r["dataset"], r.get("variant", ""), order.get(r["method"], 99), r["num_labeled"], r["seed"]))

@@ -1,0 +1,202 @@
+"""Experiment report: results CSV, Markdown tables of mean ± std, Figure-3-style curves, Figure-4-style masks."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ..data.dataset import load_datalist  # noqa: E402
+from ..data.transforms import LoadSliceOrImaged  # noqa: E402
+from ..visualize import overlay, to_display  # noqa: E402
+from .experiment import METHODS  # noqa: E402
+
+CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "train_seconds", "teacher",
+               "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
+METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
+LABELS = {"scratch": "ViT-Tiny scratch", "unet_scratch": "UNet scratch (reference)", "mae_imagenet": "MAE (ImageNet)",
+          "mae": "MAE (transfer set)", "mocov3": "MoCo v3", "ta_kd": "TA-KD", "ts_kd": "TS-KD"}
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+
+
+def _group(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("status") == "ok":
+            groups[(_panel(r), r["method"], int(r["num_labeled"]))].append(r)
+    return groups
+
+
+def _panel(row: dict[str, Any]) -> str:
+    return row["dataset"] + (f" [{row['variant']}]" if row.get("variant") else "")
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """One table per dataset (and variant) and metric: methods x label budgets, mean ± std over seeds (n seeds)."""
+    groups = _group(rows)
+    panels = sorted({p for p, _, _ in groups})
+    lines = []
+    for panel in panels:
+        budgets = sorted({n for p, _, n in groups if p == panel})
+        methods = [m for m in METHODS if any((panel, m, n) in groups for n in budgets)]
+        for key, title, better in METRICS:
+            lines += [f"### {panel}: {title} ({better})", "", "| method | " + " | ".join(f"{n} labels" for n in budgets) + " |",
+                      "|---|" + "---|" * len(budgets)]
+            for m in methods:
+                cells = []
+                for n in budgets:
+                    group = groups.get((panel, m, n), [])
+                    mu, sd = mean_std([r.get(key) for r in group])
+                    cells.append(f"{mu:.3f} ± {sd:.3f} (n={len(group)})" if group else "–")
+                lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+            lines.append("")
+    not_run = sorted({(r["dataset"], r["method"], r["status"]) for r in rows if r.get("status") != "ok"})
+    if not_run:
+        lines += ["### Not run", ""] + [f"- {d} / {LABELS.get(m, m)}: {s}" for d, m, s in not_run] + [""]
+    return "\n".join(lines)
+
+
+def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teacher_rows: Sequence[dict[str, Any]] = ()) -> Path:
+    """Figure 3: test Dice against the number of labels, one panel per dataset, a line + ±std band per method."""
+    groups = _group(rows)
+    panels = sorted({p for p, _, _ in groups})
+    if not panels:
+        raise ValueError("no finished result rows to plot")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    for ax, panel in zip(axes[0], panels):
+        for m in METHODS:
+            budgets = sorted(n for p, mm, n in groups if p == panel and mm == m)
+            if not budgets:
+                continue
+            stats = np.array([mean_std([r["dice"] for r in groups[(panel, m, n)]]) for n in budgets])
+            style = {"ls": "--"} if m == "unet_scratch" else {}
+            ax.plot(budgets, stats[:, 0], marker="o", color=colors[m], label=LABELS.get(m, m), lw=2 if m == "ts_kd" else 1.3, **style)
+            ax.fill_between(budgets, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], color=colors[m], alpha=0.15)
+        teacher = sorted({(int(r["num_labeled"]), r["teacher_dice"]) for r in teacher_rows if _panel(r) == panel})
+        if teacher:
+            by_n = defaultdict(list)
+            for n, d in teacher:
+                by_n[n].append(d)
+            ax.plot(sorted(by_n), [statistics.mean(by_n[n]) for n in sorted(by_n)], "k:", marker="x", label="teacher (LoRA-SAM)")
+        ax.set_title(panel)
+        ax.set_xlabel("labeled training images")
+        ax.set_ylabel("test Dice")
+        ax.set_xticks(sorted({n for p, _, n in groups if p == panel}))
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return Path(path)
+
+
+def _mask_name(item: dict[str, Any]) -> str:
+    return Path(str(item["image"])).name.split(".")[0] + (f"_z{int(item['slice']):03d}" if "slice" in item else "")
+
+
+def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_images: int = 3) -> Path | None:
+    """Figure 4: for each dataset, ``num_images`` test images with ground truth and each method's mask (largest
+    label budget, lowest seed). Returns ``None`` when no saved masks exist."""
+    finished = [r for r in rows if r.get("status") == "ok" and r.get("masks_dir")]
+    panels = sorted({_panel(r) for r in finished})
+    blocks = []  # (panel, item, [(title, mask path)])
+    for panel in panels:
+        mine = [r for r in finished if _panel(r) == panel]
+        budget = max(int(r["num_labeled"]) for r in mine)
+        chosen = {}
+        for r in sorted(mine, key=lambda r: r["seed"]):
+            if int(r["num_labeled"]) == budget:
+                chosen.setdefault(r["method"], r)
+        methods = [m for m in METHODS if m in chosen]
+        items = load_datalist(chosen[methods[0]]["dataset_dir"], "test", validate=False)
+        items = [it for it in sorted(items, key=_mask_name)
+                 if all((Path(chosen[m]["masks_dir"]) / f"{_mask_name(it)}_mask.png").is_file() for m in methods)][:num_images]
+        for it in items:
+            blocks.append((f"{panel}, {budget} labels", it, [(LABELS.get(m, m), Path(chosen[m]["masks_dir"]) / f"{_mask_name(it)}_mask.png")
+                                                           for m in methods]))
+    if not blocks:
+        return None
+    cols = 2 + max(len(b[2]) for b in blocks)
+    fig, axes = plt.subplots(len(blocks), cols, figsize=(1.9 * cols, 2.0 * len(blocks)), squeeze=False)
+    load = LoadSliceOrImaged(("image", "label"))
+    for row_axes, (title, item, masks) in zip(axes, blocks):
+        data = load({k: v for k, v in item.items() if k in ("image", "label", "slice")})
+        image = to_display(data["image"].numpy()).transpose(1, 0, 2)  # MONAI's PIL reader gives (W, H)
+        label = data["label"].numpy()[0].T.astype(np.int64)
+        panels = [("image", image), ("ground truth", overlay(image, label))]
+        panels += [(name, overlay(image, np.asarray(Image.open(p)))) for name, p in masks]
+        for ax, (name, img) in zip(row_axes, panels):
+            ax.imshow(img)
+            ax.set_title(name, fontsize=7)
+        row_axes[0].set_ylabel(title, fontsize=7)
+        for ax in row_axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if not ax.images:
+                ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(run_dir: str | Path, command: str = "", efficiency: bool = True) -> Path:
+    """Write ``results.csv``, ``report.md``, ``dice_vs_labels.png`` (Figure 3), ``qualitative.png`` (Figure 4) and
+    ``efficiency.md`` into ``run_dir`` from every finished cell there; print the Dice table; return report.md."""
+    from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds
+    from .experiment import collect_results
+
+    run_dir = Path(run_dir)
+    rows = collect_results(run_dir)
+    if not rows:
+        raise FileNotFoundError(f"no result.json under {run_dir}; run `tskd experiment --run-dir {run_dir} ...` first")
+    write_csv(rows, run_dir / "results.csv")
+    teacher_rows = [r for r in rows if r.get("teacher_dice") is not None]
+    figure3 = plot_dice_vs_labels(rows, run_dir / "dice_vs_labels.png", teacher_rows)
+    figure4 = plot_qualitative(rows, run_dir / "qualitative.png")
+    summary = summary_markdown(rows)
+    teachers = sorted({r["teacher"] for r in rows if r.get("teacher")})
+    lines = [f"# TSKD experiment report: {run_dir.name}", ""]
+    if command:
+        lines += ["Made with:", "", "```", command, "```", ""]
+    lines += ["Test-split metrics of the fine-tuned student, mean ± std over seeds; HD95 and NSD in pixels at the run's image "
+              "size (NSD tolerance 2 px).", ""]
+    lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
+    lines += [summary, f"![Dice vs labels]({figure3.name})", ""]
+    lines += [f"![Qualitative]({figure4.name})", ""] if figure4 else []
+    if efficiency:
+        ok = [r for r in rows if r.get("status") == "ok"]
+        image_size = int(ok[0]["image_size"]) if ok else 128
+        scale_teacher = next((t.split()[1] for t in teachers), "small")
+        eff = efficiency_markdown(efficiency_rows(image_size, 2, scale_teacher), stage_seconds(run_dir))
+        (run_dir / "efficiency.md").write_text(eff)
+        lines += ["## Efficiency (this machine, CPU)", "", eff]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    print(summary)
+    print(f"report: {report}\nfigures: {figure3}" + (f", {figure4}" if figure4 else ""))
+    return report

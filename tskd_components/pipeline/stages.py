@@ -1,0 +1,127 @@
+"""Stages of a TSKD run: one ``monai.bundle.run`` each, skipped when its outputs exist and its inputs did not change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from monai.bundle import run
+
+import tskd_components
+
+from ..utils.run_record import package_versions
+from ..utils.weights import atomic_path, file_digest
+
+STAGE_RECORD = "stage.json"
+
+
+def bundles_dir() -> Path:
+    """The repository's ``bundles/`` folder (next to the installed ``tskd_components`` of an editable install)."""
+    folder = Path(os.environ.get("TSKD_BUNDLES_DIR", Path(tskd_components.__file__).resolve().parents[1] / "bundles"))
+    if not (folder / "tskd_student_segmentation" / "configs").is_dir():
+        raise FileNotFoundError(f"TSKD bundles not found in {folder}; install the repository with `pip install -e .` "
+                                "or set TSKD_BUNDLES_DIR to its bundles/ folder")
+    return folder
+
+
+def run_bundle(name: str, configs: Sequence[str], **overrides: Any) -> None:
+    """``monai.bundle.run`` of ``bundles/<name>/configs/<configs...>`` (later files overlay earlier ones)."""
+    folder = bundles_dir() / name / "configs"
+    files = [str(folder / c) for c in configs]
+    run(config_file=files if len(files) > 1 else files[0], meta_file=str(folder / "metadata.json"),
+        logging_file=str(folder / "logging.conf"), **overrides)
+
+
+def input_digest(path: str | Path) -> str:
+    """Identity of a stage input: a file's SHA-256; for a folder, of its index / manifest / split files."""
+    path = Path(path)
+    if path.is_file():
+        return file_digest(path)
+    if path.is_dir():
+        parts = [file_digest(p) for name in ("index.json", "manifest.json", "split.json", "dataset.json") if (p := path / name).is_file()]
+        if not parts:
+            parts = [f"{p.name}:{p.stat().st_size}" for p in sorted((path / "images").glob("*"))] if (path / "images").is_dir() else []
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    raise FileNotFoundError(f"stage input {path} does not exist; run the stage that makes it first")
+
+
+@dataclass
+class Stage:
+    """One bundle run writing into ``folder``.
+
+    Args:
+        kind: what the stage does, e.g. ``"teacher"`` or ``"fine-tune ts_kd"`` (groups stage times in reports).
+        name: label in logs, e.g. ``"teacher hc18 n10 s0"``.
+        folder: the stage's own folder (its ``bundle_root``); its ``stage.json`` records what it was run with.
+        bundle: bundle name under ``bundles/``.
+        configs: config files of that bundle, later ones overlaying earlier ones.
+        overrides: config overrides (JSON-serialisable).
+        inputs: files / folders made by earlier stages; their digests are part of the stage signature.
+        outputs: paths that must exist for the stage to count as done.
+        after: a callable run after the bundle (e.g. a second bundle config, same signature).
+    """
+
+    kind: str
+    name: str
+    folder: Path
+    bundle: str
+    configs: Sequence[str]
+    overrides: Mapping[str, Any]
+    inputs: Sequence[Path] = ()
+    outputs: Sequence[Path] = ()
+    after: Callable[[], None] | None = field(default=None, repr=False)
+
+    def signature(self) -> str:
+        spec = {"bundle": self.bundle, "configs": list(self.configs), "overrides": dict(self.overrides),
+                "inputs": {str(p): input_digest(p) for p in self.inputs}}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+    def record(self) -> dict[str, Any] | None:
+        path = self.folder / STAGE_RECORD
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def is_done(self, signature: str) -> bool:
+        rec = self.record()
+        return rec is not None and rec["signature"] == signature and all(Path(p).exists() for p in self.outputs)
+
+    def run(self) -> float:
+        """Run unless done; returns the stage's seconds (recorded ones when skipped)."""
+        signature = self.signature()
+        if self.is_done(signature):
+            print(f"[skip] {self.name}: done, inputs unchanged ({self.folder})", flush=True)
+            return float(self.record()["seconds"])
+        rec = self.record()
+        if rec is not None and rec["signature"] != signature:
+            print(f"[redo] {self.name}: inputs or settings changed, clearing {self.folder}", flush=True)
+            shutil.rmtree(self.folder)
+        # no record: a fresh stage, or an interrupted one that the bundle resumes from its checkpoint
+        self.folder.mkdir(parents=True, exist_ok=True)
+        print(f"[run ] {self.name}", flush=True)
+        start = time.perf_counter()
+        run_bundle(self.bundle, self.configs, bundle_root=str(self.folder), **self.overrides)
+        if self.after is not None:
+            self.after()
+        seconds = round(time.perf_counter() - start, 1)
+        missing = [str(p) for p in self.outputs if not Path(p).exists()]
+        if missing:
+            raise RuntimeError(f"stage {self.name} finished without writing {missing}; see the log above")
+        write_json(self.folder / STAGE_RECORD, {"kind": self.kind, "name": self.name, "signature": signature, "seconds": seconds, "bundle": self.bundle,
+                                                "configs": list(self.configs), "overrides": dict(self.overrides),
+                                                "inputs": [str(p) for p in self.inputs], "versions": package_versions(),
+                                                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        print(f"[done] {self.name} in {seconds} s", flush=True)
+        return seconds
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Write JSON atomically (temp file + rename)."""
+    tmp = atomic_path(path)
+    tmp.write_text(json.dumps(payload, indent=1, default=str))
+    os.replace(tmp, path)
+    return path
