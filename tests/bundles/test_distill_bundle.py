@@ -75,3 +75,26 @@ def test_task_agnostic_kd_online_with_the_frozen_teacher(tmp_path):
 
 def test_metadata():
     verify_metadata(meta_file=str(REPO / "bundles/tskd_distill/configs/metadata.json"), filepath=str(REPO / "bundles/metadata_schema.json"))
+
+
+def test_two_process_gloo_ddp_distillation(trained_teacher, cache_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    configs = REPO / "bundles" / "tskd_distill" / "configs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "monai.bundle", "run",
+           "--config_file", f"['{configs / 'train.json'}','{configs / 'multi_gpu_train.json'}']", "--meta_file", str(configs / "metadata.json"),
+           "--bundle_root", str(tmp_path), "--dataset_dir", str(SAMPLE), "--cache_dir", str(cache_dir),
+           "--teacher_weights", str(trained_teacher / "models" / "teacher_merged.safetensors"), "--max_epochs", "2",
+           *[a for k, v in KD.items() for a in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    run = tmp_path / "runs" / "hc18_ts_kd_s0"
+    rows = list(csv.DictReader((run / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["predictions"]) > 0  # one log, written by rank 0
+    state = torch.load(run / "models" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert all(not k.startswith("module.") for k in state["model"]) and "kd_loss" in state  # DDP wrappers not saved
+    report = load_student_weights(ViTTinySegmenter(64, 3, 2), run / "student_pretrained.safetensors")
+    assert not report.missing and not report.unexpected

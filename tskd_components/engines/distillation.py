@@ -59,7 +59,8 @@ class DistillationStep:
     loss function a KD loss (``TaskSpecificKDLoss`` / ``TaskAgnosticKDLoss``).
 
     With cached targets in the batch the teacher is never run; otherwise ``teacher`` (online mode) computes
-    ``teacher_layers`` hidden states and logits under ``no_grad``.
+    ``teacher_layers`` hidden states and logits under ``no_grad``. The student and the loss are called through
+    their ``forward`` so that ``DistributedDataParallel`` wrappers (multi_gpu_train.json) synchronise gradients.
     """
 
     def __init__(self, teacher: nn.Module | None = None, teacher_layers: Sequence[int] | None = None) -> None:
@@ -85,9 +86,10 @@ class DistillationStep:
         images = torch.as_tensor(batch["image"]).to(engine.state.device)
         student = engine.network
         student.train()
-        hidden_t, logits_t = self.teacher_targets(batch, images, len(student.hidden_indices))
+        num_layers = len(getattr(student, "module", student).hidden_indices)
+        hidden_t, logits_t = self.teacher_targets(batch, images, num_layers)
         engine.optimizer.zero_grad(set_to_none=True)
-        logits_s, hidden_s = student.forward_with_hidden(images)
+        logits_s, hidden_s = student(images, return_hidden=True)
         loss, parts = engine.loss_function(hidden_s, hidden_t, logits_s, logits_t)
         loss.backward()
         engine.optimizer.step()

@@ -119,7 +119,10 @@ class ViTTinySegmenter(nn.Module):
         hidden = self.forward_hidden(x)
         return self.decoder(x, hidden), hidden
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits; with ``return_hidden`` also the hidden states (the call distillation makes through DDP)."""
+        if return_hidden:
+            return self.forward_with_hidden(x)
         return self.decoder(x, self.forward_hidden(x))
 
 

@@ -1,0 +1,59 @@
+"""CPU inference throughput: the ViT-Tiny student against the SAM teacher, and the end-to-end pipeline time.
+
+    python benchmarks/throughput.py [--image-size 256] [--teacher vit_b] [--batch 4] [--device cpu] [--pipeline]
+
+Random weights (speed does not depend on them). Prints images/s of the student and of the teacher at the same
+resolution (goal: student >= 10x) and of the teacher at SAM's native 1024 px (goal: >= 100x), each ratio taken
+in this process. ``--pipeline`` also times ``tskd pipeline`` (the README's default job) in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from tskd_components.networks import ViTTinySegmenter
+from tskd_components.networks.lora_sam import build_prompt_free_sam
+from tskd_components.pipeline.efficiency import model_cost
+
+
+def images_per_second(model: torch.nn.Module, image_size: int, batch: int, repeats: int, device: str) -> tuple[float, dict]:
+    cost = model_cost(model, image_size, batch_size=batch, repeats=repeats, device=device)
+    return batch / (cost["latency_ms"] / 1000), cost
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--teacher", default="vit_b")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pipeline", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, batch {args.batch}")
+    student, s_cost = images_per_second(ViTTinySegmenter(args.image_size, 3, 2), args.image_size, args.batch, args.repeats, args.device)
+    print(f"student ViT-Tiny   {args.image_size:5d} px: {student:8.2f} img/s  ({s_cost['params_m']:.1f} M params, {s_cost['gflops']:.2f} GFLOPs)")
+    teacher = build_prompt_free_sam(args.teacher, 2, args.image_size, random_init=True)
+    same, t_cost = images_per_second(teacher, args.image_size, args.batch, args.repeats, args.device)
+    print(f"teacher SAM {args.teacher:6s} {args.image_size:5d} px: {same:8.2f} img/s  ({t_cost['params_m']:.1f} M params, {t_cost['gflops']:.2f} GFLOPs)"
+          f"  -> student x{student / same:.1f} (goal >= 10)")
+    native = build_prompt_free_sam(args.teacher, 2, 1024, random_init=True)
+    full, n_cost = images_per_second(native, 1024, 1, max(1, args.repeats - 1), args.device)
+    print(f"teacher SAM {args.teacher:6s}  1024 px: {full:8.3f} img/s  ({n_cost['gflops']:.1f} GFLOPs)  -> student x{student / full:.0f} (goal >= 100)")
+    if args.pipeline:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "tskd_components", "pipeline", "--run-dir", tmp], check=True, stdout=subprocess.DEVNULL)
+            print(f"tskd pipeline (default job, end to end): {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

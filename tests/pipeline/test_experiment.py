@@ -1,0 +1,94 @@
+"""End to end: a minimal experiment (HC18 sample, one seed, scratch vs TS-KD, tiny models) and its resume."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from tskd_components.pipeline import Experiment, ExperimentSpec, stages
+from tskd_components.pipeline.cli import main as tskd
+from tskd_components.pipeline.experiment import epochs_for
+
+
+def test_epochs_follow_the_label_budget():
+    assert epochs_for(100, 10, 8) == 50  # 2 iterations per epoch
+    assert epochs_for(100, 40, 8) == 20
+    assert epochs_for(3, 140, 8) == 1
+
+
+def test_unknown_method_and_missing_sam_checkpoint_are_refused(sample_dataset, tmp_path):
+    with pytest.raises(ValueError, match="unknown methods"):
+        ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["byol"])
+    with pytest.raises(FileNotFoundError, match="--sam-checkpoint"):
+        ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="paper")
+
+
+def test_minimal_experiment_runs_reports_and_resumes(sample_dataset, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "exp"
+    args = ["experiment", "--datasets", str(sample_dataset), "--num-labeled", "4", "--methods", "scratch", "ts_kd", "mae_imagenet",
+            "--seeds", "0", "--scale", "tiny", "--run-dir", str(run_dir)]
+
+    # interrupt the run when it reaches the distillation stage
+    real_run_bundle = stages.run_bundle
+
+    def interrupted(name, configs, **overrides):
+        if name == "tskd_distill":
+            raise KeyboardInterrupt
+        real_run_bundle(name, configs, **overrides)
+
+    monkeypatch.setattr(stages, "run_bundle", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tskd(args)
+    scratch_model = run_dir / "hc18" / "finetune" / "scratch_n4_s0" / "models" / "model.pt"
+    first_mtime = scratch_model.stat().st_mtime_ns
+    capsys.readouterr()
+
+    monkeypatch.setattr(stages, "run_bundle", real_run_bundle)
+    assert tskd(args) == 0
+    log = capsys.readouterr().out
+    # finished stages are skipped, the interrupted one and the rest run
+    assert "[skip] fine-tune hc18 scratch n4 s0" in log and "[skip] teacher hc18 n4 s0" in log and "[skip] ts_kd cache hc18" in log
+    assert "[run ] ts_kd distillation hc18" in log and "[run ] fine-tune hc18 ts_kd n4 s0" in log
+    assert scratch_model.stat().st_mtime_ns == first_mtime
+
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["status"][:3]) for r in rows] == [("scratch", "ok"), ("mae_imagenet", "not"), ("ts_kd", "ok")]
+    for r in rows[::2]:
+        assert 0.0 <= float(r["dice"]) <= 1.0 and float(r["hd95"]) >= 0 and float(r["train_seconds"]) > 0
+        assert json.loads(open(r["labeled_ids"]).read())["ids"]
+    ts_kd = rows[2]
+    assert "random init" in ts_kd["teacher"] and 0.0 <= float(ts_kd["teacher_dice"]) <= 1.0
+    assert ts_kd["initial_weights"].endswith("student_pretrained.safetensors")
+    report = (run_dir / "report.md").read_text()
+    assert "| ViT-Tiny scratch | " in report and "| TS-KD | " in report and "(n=1)" in report
+    assert "MAE (ImageNet): not run: no ImageNet MAE" in report and "tskd experiment --datasets" in report
+    for png in ("dice_vs_labels.png", "qualitative.png"):
+        with Image.open(run_dir / png) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+    assert "| ViT-Tiny student (TS-KD) (64 px) | 6.4" in (run_dir / "efficiency.md").read_text()
+
+    # a third run changes nothing
+    tskd(args)
+    assert "[run ]" not in capsys.readouterr().out
+
+
+def test_pipeline_with_synthetic_images(sample_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "pipe"
+    assert tskd(["pipeline", "--scale", "tiny", "--num-labeled", "4", "--synthetic", "3", "--run-dir", str(run_dir)]) == 0
+    manifest = json.loads((run_dir / "hc18" / "transfer" / "set_27" / "transfer_set" / "manifest.json").read_text())
+    assert manifest["num_real"] == 24 and manifest["num_synthetic"] == 3
+    log = capsys.readouterr().out
+    assert "[done] synthesis hc18" in log and "[done] ts_kd distillation hc18" in log
+    assert (run_dir / "dice_vs_labels.png").is_file() and "TS-KD" in (run_dir / "report.md").read_text()
+
+
+def test_study_runs_one_variant_per_value(sample_dataset, tmp_path):
+    from tskd_components.pipeline.cli import build_parser, study_specs
+
+    args = build_parser().parse_args(["study", "lora-rank", "--values", "1", "16", "--datasets", str(sample_dataset),
+                                      "--run-dir", str(tmp_path), "--scale", "tiny"])
+    specs = study_specs(args, [sample_dataset])
+    assert [(s.variant, s.params.lora_rank, s.methods) for s in specs] == [("lora_rank_01", 1, ["ts_kd"]), ("lora_rank_16", 16, ["ts_kd"])]
+    assert Experiment(specs[1])._ds_root(sample_dataset).name == "hc18_lora_rank_16"

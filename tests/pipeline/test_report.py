@@ -1,0 +1,56 @@
+"""Report tables and figures from result rows; efficiency figures of the real model classes."""
+
+import statistics
+
+import pytest
+from PIL import Image
+
+from tskd_components.pipeline.efficiency import model_cost, stage_seconds
+from tskd_components.pipeline.report import plot_dice_vs_labels, summary_markdown, write_csv
+from tskd_components.networks import ViTTinySegmenter
+
+
+def rows():
+    out = []
+    for method, base in (("scratch", 0.6), ("ts_kd", 0.7)):
+        for n in (10, 40):
+            for seed, noise in enumerate((0.0, 0.02, 0.04)):
+                out.append({"dataset": "hc18", "method": method, "num_labeled": n, "seed": seed, "status": "ok",
+                            "dice": base + n / 400 + noise, "hd95": 10.0 - seed, "nsd": 0.5})
+    out.append({"dataset": "hc18", "method": "mae_imagenet", "num_labeled": 10, "seed": 0, "status": "not run: no weights"})
+    return out
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    text = summary_markdown(rows())
+    ten, forty = [0.725, 0.745, 0.765], [0.8, 0.82, 0.84]
+    cells = [f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f} (n=3)" for v in (ten, forty)]
+    assert f"| TS-KD | {cells[0]} | {cells[1]} |" in text and cells == ["0.745 ± 0.020 (n=3)", "0.820 ± 0.020 (n=3)"]
+    assert "### hc18: HD95 (px) (lower is better)" in text
+    assert "- hc18 / MAE (ImageNet): not run: no weights" in text
+
+
+def test_figure3_and_csv(tmp_path):
+    png = plot_dice_vs_labels(rows(), tmp_path / "f3.png", [{"dataset": "hc18", "num_labeled": 10, "teacher_dice": 0.8}])
+    with Image.open(png) as im:
+        assert im.size[0] > 400
+    lines = write_csv(rows(), tmp_path / "r.csv").read_text().splitlines()
+    assert lines[0].startswith("dataset,variant,method,num_labeled,seed,status,dice,hd95,nsd,train_seconds") and len(lines) == 14
+    with pytest.raises(ValueError, match="no finished result rows"):
+        plot_dice_vs_labels(rows()[-1:], tmp_path / "empty.png")
+
+
+def test_model_cost_counts_parameters_and_flops():
+    model = ViTTinySegmenter(64, 3, 2)
+    cost = model_cost(model, 64, repeats=1)
+    assert cost["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+    # ViT-Tiny encoder alone is ~2 x 5.5 M params x 16 tokens; the decoder adds convolutions at full resolution
+    assert 0.1 < cost["gflops"] < 5 and cost["latency_ms"] > 0
+
+
+def test_stage_seconds_group_by_kind(tmp_path):
+    for i, (kind, s) in enumerate((("teacher", 10.0), ("teacher", 20.0), ("fine-tune ts_kd", 5.0))):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "stage.json").write_text(f'{{"kind": "{kind}", "seconds": {s}}}')
+    assert stage_seconds(tmp_path) == [{"stage": "fine-tune ts_kd", "runs": 1, "mean_s": 5.0, "total_s": 5.0},
+                                       {"stage": "teacher", "runs": 2, "mean_s": 15.0, "total_s": 30.0}]
