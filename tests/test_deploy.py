@@ -59,3 +59,21 @@ def test_zoo_package_round_trip(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(x), reference.eval()(x))
+
+
+def test_zoo_package_with_large_files_yml(tmp_path):
+    from monai.bundle import download, download_large_files
+
+    from tskd_components.utils.weights import file_digest
+
+    root = tmp_path / "tskd_student_segmentation"
+    shutil.copytree(BUNDLES / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
+    run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1,
+               image_size=64, batch_size=4)
+    weights = root / "models" / "model.pt"
+    archive = package_bundle(root, tmp_path / "dist", root / "runs" / "hc18_n4_s0", method="scratch", weights_url=weights.as_uri())
+    download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
+    unpacked = tmp_path / "zoo" / "tskd_student_segmentation"
+    assert not (unpacked / "models" / "model.pt").exists() and file_digest(weights) in (unpacked / "large_files.yml").read_text()
+    download_large_files(bundle_path=str(unpacked))
+    assert file_digest(unpacked / "models" / "model.pt") == file_digest(weights)

@@ -11,6 +11,8 @@ import onnxruntime
 import torch
 from monai.bundle import ConfigParser, ckpt_export, onnx_export
 
+from .utils.weights import file_digest
+
 
 def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int = 0) -> dict:
     """Write ``models/model.ts`` and ``models/model.onnx`` from ``models/model.pt`` of the bundle at
@@ -50,11 +52,15 @@ def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int =
 
 
 def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str | Path, method: str = "scratch",
-                   teacher: str = "none") -> Path:
+                   teacher: str = "none", weights_url: str = "") -> Path:
     """Zip a trained ``tskd_student_segmentation`` in the model-zoo layout (``<name>/configs``, ``docs``, ``LICENSE``,
     ``models/model.pt``), with ``metadata.json`` describing what was trained: dataset, label count, seed,
     pre-training ``method``, ``teacher``, test metrics (from ``run_dir/eval_test/metrics.json`` when present), and
-    the input size and classes the weights need. Returns the zip path."""
+    the input size and classes the weights need. Returns the zip path.
+
+    With ``weights_url`` (where ``models/model.pt`` will be hosted), the zip leaves the weights out and carries a
+    zoo-style ``large_files.yml`` (path, URL, SHA-256) instead; ``python -m monai.bundle download_large_files
+    --bundle_path <bundle>`` fetches and checks them."""
     import shutil
 
     from .data import read_dataset_info
@@ -72,7 +78,12 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     shutil.copytree(root / "docs", stage / "docs")
     shutil.copy(root / "LICENSE", stage / "LICENSE")
     (stage / "models").mkdir()
-    shutil.copy(root / "models" / "model.pt", stage / "models" / "model.pt")
+    if weights_url:
+        digest = file_digest(root / "models" / "model.pt")
+        (stage / "large_files.yml").write_text(f'large_files:\n  - path: "models/model.pt"\n    url: "{weights_url}"\n'
+                                              f'    hash_val: "{digest}"\n    hash_type: "sha256"\n')
+    else:
+        shutil.copy(root / "models" / "model.pt", stage / "models" / "model.pt")
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
     fmt = meta["network_data_format"]
     size = [config["image_size"]] * 2
