@@ -8,18 +8,14 @@ from monai.bundle import verify_net_in_out
 
 from tests.bundles.conftest import BUNDLES, run_bundle
 from tests.conftest import SAMPLE
-from tskd_components.deploy import export_with_parity, package_bundle
+from tskd_components.deploy import export_with_parity, package_bundle, write_input_size
 from tskd_components.networks import ViTTinySegmenter
 
 
 def test_export_matches_pytorch(tmp_path):
     root = tmp_path / "tskd_student_segmentation"
     shutil.copytree(BUNDLES / "tskd_student_segmentation" / "configs", root / "configs")
-    meta_path = root / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    for tensor in (meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]):
-        tensor["spatial_shape"] = [64, 64]
-    meta_path.write_text(json.dumps(meta))
+    write_input_size(root / "configs", 64, 3, {0: "background", 1: "fetal head"})
     with pytest.raises(FileNotFoundError, match="train the bundle before exporting"):
         export_with_parity(root)
     run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1,

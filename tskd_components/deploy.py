@@ -28,8 +28,8 @@ def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int =
     parser.read_meta(str(configs / "metadata.json"))
     parser.read_config(str(configs / "inference.json"))
     parser["bundle_root"] = str(root)
-    image = parser["_meta_"]["network_data_format"]["inputs"]["image"]
-    shape = [batch_size, image["num_channels"], *image["spatial_shape"]]
+    size = parser.get_parsed_content("image_size")
+    shape = [batch_size, parser.get_parsed_content("in_channels"), size, size]
     ckpt_export(filepath=str(models / "model.ts"), use_trace=True, input_shape=shape, **common)
     onnx_export(filepath=str(models / "model.onnx"), use_trace=True, input_shape=shape, **common)
 
@@ -49,6 +49,22 @@ def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int =
     }
     (models / "export_parity.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def write_input_size(configs: str | Path, image_size: int, in_channels: int, classes: dict[int, str]) -> None:
+    """Record the size a student was trained at in its bundle: ``metadata.json``'s ``network_data_format`` and the
+    ``image_size`` / ``in_channels`` / ``num_classes`` of ``inference.json`` (which states them itself, since MONAI
+    Label's BundleInferTask reads it without the metadata)."""
+    configs = Path(configs)
+    meta = json.loads((configs / "metadata.json").read_text())
+    fmt = meta["network_data_format"]
+    fmt["inputs"]["image"].update(spatial_shape=[image_size] * 2, num_channels=in_channels)
+    fmt["outputs"]["pred"].update(spatial_shape=[image_size] * 2, num_channels=len(classes),
+                                  channel_def={str(k): v for k, v in sorted(classes.items())})
+    (configs / "metadata.json").write_text(json.dumps(meta, indent=4))
+    inference = json.loads((configs / "inference.json").read_text())
+    inference.update(image_size=image_size, in_channels=in_channels, num_classes=len(classes))
+    (configs / "inference.json").write_text(json.dumps(inference, indent=4))
 
 
 def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str | Path, method: str = "scratch",
@@ -84,12 +100,8 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
                                               f'    hash_val: "{digest}"\n    hash_type: "sha256"\n')
     else:
         shutil.copy(root / "models" / "model.pt", stage / "models" / "model.pt")
+    write_input_size(stage / "configs", config["image_size"], config["in_channels"], info.classes)
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
-    fmt = meta["network_data_format"]
-    size = [config["image_size"]] * 2
-    fmt["inputs"]["image"]["spatial_shape"] = size
-    fmt["inputs"]["image"]["num_channels"] = config["in_channels"]
-    fmt["outputs"]["pred"].update(spatial_shape=size, num_channels=info.num_classes, channel_def={str(k): v for k, v in sorted(info.classes.items())})
     meta["training"] = {"dataset": info.name, "modality": info.modality, "num_labeled": config["num_labeled"], "seed": config["seed"],
                         "method": method, "teacher": teacher, "initial_weights": config.get("initial_weights") or "random init"}
     metrics = run / "eval_test" / "metrics.json"

@@ -11,6 +11,7 @@ from monai.bundle import run, verify_metadata
 from PIL import Image
 
 from tests.conftest import REPO, SAMPLE
+from tskd_components.networks import ViTTinySegmenter
 
 BUNDLE = REPO / "bundles" / "tskd_student_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -134,3 +135,15 @@ def test_two_process_gloo_ddp_training(tmp_path):
 
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert all(not k.startswith("module.") for k in state)  # DDP wrapper not saved
+
+
+def test_inference_config_is_readable_without_metadata():
+    """MONAI Label's BundleInferTask reads inference.json alone (no metadata.json): every id it uses must resolve."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser["bundle_root"] = "."
+    assert isinstance(parser.get_parsed_content("network_def"), ViTTinySegmenter)
+    for key in ("preprocessing", "postprocessing", "inferer", "device"):
+        assert parser.get_parsed_content(key) is not None
