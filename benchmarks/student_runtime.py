@@ -9,9 +9,7 @@ runtime's ratio to PyTorch in the same process.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import onnxruntime
@@ -19,16 +17,7 @@ import torch
 from monai.networks.utils import convert_to_onnx, convert_to_torchscript
 
 from tskd_components.networks import ViTTinySegmenter
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from tskd_components.pipeline.efficiency import median_seconds
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from monai.bundle import verify_net_in_out
@@ -31,22 +32,26 @@ def test_verify_net_in_out_passes_for_the_student_bundle():
     verify_net_in_out(net_id="network_def", meta_file=str(configs / "metadata.json"), config_file=str(configs / "inference.json"))
 
 
-def test_zoo_package_round_trip(tmp_path):
-    import torch
-    from monai.bundle import download, load
-
-    root = tmp_path / "tskd_student_segmentation"
+@pytest.fixture(scope="module")
+def trained_student(tmp_path_factory) -> Path:
+    """A copy of the student bundle trained for 1 epoch on 4 HC18 labels at 64 px (bundle root)."""
+    root = tmp_path_factory.mktemp("trained") / "tskd_student_segmentation"
     shutil.copytree(BUNDLES / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
     run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1,
                image_size=64, batch_size=4)
-    run_dir = root / "runs" / "hc18_n4_s0"
-    archive = package_bundle(root, tmp_path / "dist", run_dir, method="scratch")
+    return root
+
+
+def test_zoo_package_round_trip(trained_student, tmp_path):
+    import torch
+    from monai.bundle import download, load, verify_metadata
+
+    root = trained_student
+    archive = package_bundle(root, tmp_path / "dist", root / "runs" / "hc18_n4_s0", method="scratch")
     download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
     unpacked = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
     assert unpacked["training"]["num_labeled"] == 4 and unpacked["training"]["dataset"] == "hc18"
     assert unpacked["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]
-    from monai.bundle import verify_metadata
-
     verify_metadata(meta_file=str(tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json"),
                     filepath=str(BUNDLES / "metadata_schema.json"))
     loaded = load(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), workflow_type="inference", device="cpu")
@@ -57,17 +62,14 @@ def test_zoo_package_round_trip(tmp_path):
         assert torch.equal(loaded.eval()(x), reference.eval()(x))
 
 
-def test_zoo_package_with_large_files_yml(tmp_path):
+def test_zoo_package_with_large_files_yml(trained_student, tmp_path):
     from monai.bundle import download, download_large_files
 
     from tskd_components.utils.weights import file_digest
 
-    root = tmp_path / "tskd_student_segmentation"
-    shutil.copytree(BUNDLES / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
-    run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1,
-               image_size=64, batch_size=4)
-    weights = root / "models" / "model.pt"
-    archive = package_bundle(root, tmp_path / "dist", root / "runs" / "hc18_n4_s0", method="scratch", weights_url=weights.as_uri())
+    weights = trained_student / "models" / "model.pt"
+    archive = package_bundle(trained_student, tmp_path / "dist", trained_student / "runs" / "hc18_n4_s0", method="scratch",
+                             weights_url=weights.as_uri())
     download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
     unpacked = tmp_path / "zoo" / "tskd_student_segmentation"
     assert not (unpacked / "models" / "model.pt").exists() and file_digest(weights) in (unpacked / "large_files.yml").read_text()
