@@ -92,3 +92,6 @@ def test_study_runs_one_variant_per_value(sample_dataset, tmp_path):
     specs = study_specs(args, [sample_dataset])
     assert [(s.variant, s.params.lora_rank, s.methods) for s in specs] == [("lora_rank_01", 1, ["ts_kd"]), ("lora_rank_16", 16, ["ts_kd"])]
     assert Experiment(specs[1])._ds_root(sample_dataset).name == "hc18_lora_rank_16"
+    assert Experiment(specs[1])._shared_root(sample_dataset).name == "hc18"  # teachers and synthesis are shared
+    args = build_parser().parse_args(["study", "synthetic", "--values", "48", "--datasets", str(sample_dataset), "--run-dir", str(tmp_path)])
+    assert [(s.variant, s.transfer_size) for s in study_specs(args, [sample_dataset])] == [("real_only", 0), ("synthetic_00048", 48)]

@@ -100,10 +100,11 @@ def epochs_for(steps: int, num_items: int, batch_size: int) -> int:
 class Experiment:
     """Plans and runs the stages of an :class:`ExperimentSpec`; each result cell lands in ``<cell>/result.json``.
 
-    Layout of ``<run_dir>/<dataset>/``: ``transfer/`` (synthesis model + transfer set, when synthetic images are
-    asked for), ``mae/``, ``mocov3/``, ``ta_kd/`` (frozen-SAM cache + distillation), ``teacher_n<N>_s<seed>/``,
-    ``ts_kd_n<N>_s<seed>/`` (teacher cache + distillation), ``finetune/<method>_n<N>_s<seed>/`` (student training,
-    test evaluation, ``result.json``).
+    Layout of ``<run_dir>/<dataset>/``: ``transfer/`` (synthesis model + transfer sets, when synthetic images are
+    asked for), ``teacher_n<N>_s<seed>[_r<rank>]/``, ``mae/``, ``mocov3/``, ``ta_kd/`` (frozen-SAM cache +
+    distillation), ``ts_kd_n<N>_s<seed>/`` (teacher cache + distillation), ``finetune/<method>_n<N>_s<seed>/``
+    (student training, test evaluation, ``result.json``). A study's variant keeps its own stages in
+    ``<run_dir>/<dataset>_<variant>/`` and shares the teachers and synthesis model with the plain run.
     """
 
     def __init__(self, spec: ExperimentSpec) -> None:
@@ -118,7 +119,12 @@ class Experiment:
         return stage
 
     def _ds_root(self, dataset: Path) -> Path:
+        """Folder of this variant's stages for ``dataset``."""
         return self.root / (Path(dataset).name + (f"_{self.spec.variant}" if self.spec.variant else ""))
+
+    def _shared_root(self, dataset: Path) -> Path:
+        """Folder of stages that variants share (teachers, synthesis): their names carry what they depend on."""
+        return self.root / Path(dataset).name
 
     def _common(self, dataset: Path) -> dict[str, Any]:
         return {"dataset_dir": str(Path(dataset).resolve()), "image_size": self.p.image_size}
@@ -132,7 +138,7 @@ class Experiment:
         num_real = len(read_split(dataset)["train"])
         if self.spec.transfer_size <= num_real:
             return Path(dataset).resolve()
-        folder = self._ds_root(dataset) / "transfer"
+        folder = self._shared_root(dataset) / "transfer"
         model_dir = folder / "synthesis" / "run" / "model"
         synth = {**self._common(dataset), "image_size": self.p.synthesis_image_size, "seed": 0, "output_dir": str(folder / "synthesis" / "run"),
                  "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
@@ -161,7 +167,8 @@ class Experiment:
         """Train + test-evaluate the LoRA-SAM teacher; returns (merged weights, metrics.json)."""
         n = num_labeled if self.spec.teacher_labels == "budget" else 0
         num_items = n or len(read_split(dataset)["train"])
-        folder = self._ds_root(dataset) / f"teacher_n{n or 'all'}_s{seed}"
+        rank = f"_r{self.spec.lora_rank}" if self.spec.lora_rank else ""
+        folder = self._shared_root(dataset) / f"teacher_n{n or 'all'}_s{seed}{rank}"
         epochs = epochs_for(self.p.teacher_steps, num_items, self.p.teacher_batch)
         overrides = {**self._common(dataset), **self._sam(), "train_encoder": self.p.teacher_train_encoder, "lora_rank": self.p.lora_rank,
                      "lora_alpha": float(self.p.lora_rank), "num_labeled": n, "seed": seed, "max_epochs": epochs,
