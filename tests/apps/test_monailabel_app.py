@@ -51,7 +51,8 @@ def test_student_bundle_served_by_monai_label(tmp_path):
     shutil.copy(source, studies / source.name)
     port = free_port()
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "apps" / "tskd_monailabel"),
+    app = shutil.copytree(REPO / "apps" / "tskd_monailabel", tmp_path / "app")  # MONAI Label writes logs into the app folder
+    server = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app),
                                "--studies", str(studies), "--conf", "bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)],
                               stdout=log, stderr=subprocess.STDOUT)
     try:
