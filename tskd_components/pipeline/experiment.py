@@ -111,11 +111,10 @@ class Experiment:
         self.spec = spec
         self.p = spec.params
         self.root = Path(spec.run_dir).resolve()
-        self.timings: dict[str, float] = {}
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _stage(self, stage: Stage) -> Stage:
-        self.timings[stage.name] = stage.run()
+        stage.run()
         return stage
 
     def _ds_root(self, dataset: Path) -> Path:
@@ -262,12 +261,7 @@ class Experiment:
                 for num_labeled in self.spec.num_labeled:
                     for seed in self.spec.seeds:
                         rows.append(self.finetune(Path(dataset), method, num_labeled, seed))
-        write_json(self.root / "timings.json", {**_read_json(self.root / "timings.json"), **self.timings})
         return rows
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def collect_results(run_dir: str | Path) -> list[dict[str, Any]]:
