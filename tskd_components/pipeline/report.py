@@ -15,10 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..data.dataset import load_datalist  # noqa: E402
+from ..data.dataset import load_datalist, read_dataset_info  # noqa: E402
 from ..data.transforms import LoadSliceOrImaged  # noqa: E402
 from ..visualize import overlay, to_display  # noqa: E402
-from .experiment import METHODS  # noqa: E402
+from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # noqa: E402
+from .experiment import METHODS, SCALES, collect_results  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "train_seconds", "teacher",
                "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
@@ -164,12 +165,9 @@ def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_image
     return Path(path)
 
 
-def write_report(run_dir: str | Path, command: str = "", efficiency: bool = True) -> Path:
+def write_report(run_dir: str | Path, command: str = "") -> Path:
     """Write ``results.csv``, ``report.md``, ``dice_vs_labels.png`` (Figure 3), ``qualitative.png`` (Figure 4) and
     ``efficiency.md`` into ``run_dir`` from every finished cell there; print the Dice table; return report.md."""
-    from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds
-    from .experiment import collect_results
-
     run_dir = Path(run_dir)
     rows = collect_results(run_dir)
     if not rows:
@@ -184,15 +182,15 @@ def write_report(run_dir: str | Path, command: str = "", efficiency: bool = True
     if command:
         lines += ["Made with:", "", "```", command, "```", ""]
     lines += ["Test-split metrics of the fine-tuned student, mean ± std over seeds; HD95 and NSD in pixels at the run's image "
-              "size (NSD tolerance 2 px).", ""]
+              "size (NSD tolerance 2 px). `train_seconds` in results.csv = fine-tuning + test evaluation wall time.", ""]
     lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
     lines += [summary, f"![Dice vs labels]({figure3.name})", ""]
     lines += [f"![Qualitative]({figure4.name})", ""] if figure4 else []
-    if efficiency:
-        ok = [r for r in rows if r.get("status") == "ok"]
-        image_size = int(ok[0]["image_size"]) if ok else 128
-        scale_teacher = next((t.split()[1] for t in teachers), "small")
-        eff = efficiency_markdown(efficiency_rows(image_size, 2, scale_teacher), stage_seconds(run_dir))
+    first = next((r for r in rows if r.get("status") == "ok"), None)
+    if first is not None:
+        num_classes = read_dataset_info(first["dataset_dir"]).num_classes
+        eff = efficiency_markdown(efficiency_rows(int(first["image_size"]), num_classes, SCALES[first["scale"]].sam_variant),
+                                  stage_seconds(run_dir))
         (run_dir / "efficiency.md").write_text(eff)
         lines += ["## Efficiency (this machine, CPU)", "", eff]
     report = run_dir / "report.md"
