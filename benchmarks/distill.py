@@ -23,11 +23,11 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose
 
 from tskd_components.data import augmentation, labeled_datalist, preprocessing, read_dataset_info
-from tskd_components.data.teacher_cache import TeacherCache, build_teacher_cache
-from tskd_components.engines import DistillationStep, TeacherTargetsd, distillation_augmentation
-from tskd_components.losses import TaskSpecificKDLoss
-from tskd_components.networks import ViTTinySegmenter, build_lora_sam
-from tskd_components.networks.lora_sam import SAM_VARIANTS, evenly_spaced_teacher_blocks
+from tskd_components.distill import TeacherCache, build_teacher_cache
+from tskd_components.distill import DistillationStep, TeacherTargetsd, distillation_augmentation
+from tskd_components.distill import TaskSpecificKDLoss
+from tskd_components.networks import ViTSegmenter, build_lora_sam
+from tskd_components.networks import sam_hidden_layers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,10 +51,10 @@ def main() -> None:
     torch.manual_seed(0)
     classes = read_dataset_info(args.dataset_dir).num_classes
     items = labeled_datalist(args.dataset_dir, args.images, seed=0)
-    layers = list(evenly_spaced_teacher_blocks(SAM_VARIANTS["vit_b"].depth))
+    layers = list(sam_hidden_layers("vit_b"))
 
     sup_data = CacheDataset(items, Compose([preprocessing(args.image_size, classes, 3), augmentation()]), progress=False)
-    student = ViTTinySegmenter(args.image_size, 3, classes)
+    student = ViTSegmenter(args.image_size, 3, classes)
     sup = SupervisedTrainer(device=torch.device("cpu"), max_epochs=args.epochs, train_data_loader=DataLoader(sup_data, batch_size=args.batch_size, shuffle=True),
                             network=student, optimizer=torch.optim.AdamW(student.parameters(), 1e-4), loss_function=DiceCELoss(to_onehot_y=True, softmax=True))
     supervised = epoch_seconds(sup, args.epochs)
@@ -67,7 +67,7 @@ def main() -> None:
         del teacher
         cache = TeacherCache(tmp, "bench", layers)
         kd_data = CacheDataset(images, Compose([pre, TeacherTargetsd(cache), distillation_augmentation(cached=True)]), progress=False)
-        student = ViTTinySegmenter(args.image_size, 3, classes)
+        student = ViTSegmenter(args.image_size, 3, classes)
         loss = TaskSpecificKDLoss(student.embed_dim, SAM_VARIANTS["vit_b"].embed_dim, len(layers))
         kd = SupervisedTrainer(device=torch.device("cpu"), max_epochs=args.epochs, train_data_loader=DataLoader(kd_data, batch_size=args.batch_size, shuffle=True),
                                network=student, optimizer=torch.optim.AdamW(list(student.parameters()) + list(loss.parameters()), 1e-4),

@@ -16,8 +16,8 @@ import onnxruntime
 import torch
 from monai.networks.utils import convert_to_onnx, convert_to_torchscript
 
-from tskd_components.networks import ViTTinySegmenter
-from tskd_components.pipeline.efficiency import median_seconds
+from tskd_components.networks import ViTSegmenter
+from tskd_components.utils.profiling import median_seconds
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = ViTTinySegmenter(args.image_size, 3, 2).eval()
+    model = ViTSegmenter(args.image_size, 3, 2).eval()
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {torch.get_num_threads()} threads, {args.image_size} px")
     with tempfile.TemporaryDirectory() as tmp:
         for batch in args.batches:

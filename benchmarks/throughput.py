@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from tskd_components.networks import ViTTinySegmenter
-from tskd_components.networks.lora_sam import build_prompt_free_sam
-from tskd_components.pipeline.efficiency import model_cost
+from tskd_components.networks import ViTSegmenter
+from tskd_components.networks import build_prompt_free_sam
+from tskd_components.utils.profiling import model_cost
 
 
 def images_per_second(model: torch.nn.Module, image_size: int, batch: int, repeats: int, device: str) -> tuple[float, dict]:
@@ -39,7 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, batch {args.batch}")
-    student, s_cost = images_per_second(ViTTinySegmenter(args.image_size, 3, 2), args.image_size, args.batch, args.repeats, args.device)
+    student, s_cost = images_per_second(ViTSegmenter(args.image_size, 3, 2), args.image_size, args.batch, args.repeats, args.device)
     print(f"student ViT-Tiny   {args.image_size:5d} px: {student:8.2f} img/s  ({s_cost['params_m']:.1f} M params, {s_cost['gflops']:.2f} GFLOPs)")
     teacher = build_prompt_free_sam(args.teacher, 2, args.image_size, random_init=True)
     same, t_cost = images_per_second(teacher, args.image_size, args.batch, args.repeats, args.device)

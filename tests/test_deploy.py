@@ -10,7 +10,7 @@ from monai.bundle import verify_net_in_out
 from tests.bundles.conftest import BUNDLES, run_bundle
 from tests.conftest import SAMPLE
 from tskd_components.deploy import export_with_parity, package_bundle, write_input_size
-from tskd_components.networks import ViTTinySegmenter
+from tskd_components.networks import ViTSegmenter
 
 
 def test_export_matches_pytorch(tmp_path):
@@ -55,7 +55,7 @@ def test_zoo_package_round_trip(trained_student, tmp_path):
     verify_metadata(meta_file=str(tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json"),
                     filepath=str(BUNDLES / "metadata_schema.json"))
     loaded = load(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), workflow_type="inference", device="cpu")
-    reference = ViTTinySegmenter(64, 3, 2)
+    reference = ViTSegmenter(64, 3, 2)
     reference.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

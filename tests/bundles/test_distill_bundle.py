@@ -9,22 +9,41 @@ from monai.bundle import verify_metadata
 
 from tests.bundles.conftest import TINY_TEACHER, run_bundle
 from tests.conftest import REPO, SAMPLE
-from tskd_components.data.teacher_cache import StaleCacheError
-from tskd_components.networks import ViTTinySegmenter, load_student_weights
+from tskd_components.distill import StaleCacheError, TeacherCache, teacher_id
+from tskd_components.networks import ViTSegmenter, load_student_weights
 
 KD = {"sam_variant": "tiny", "random_init": True, "image_size": 64, "batch_size": 8}
+
+
+def merged(trained_teacher: Path) -> str:
+    return str(trained_teacher / "models" / "teacher_merged.safetensors")
 
 
 @pytest.fixture(scope="module")
 def cache_dir(trained_teacher, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("kd") / "cache"
-    run_bundle("tskd_sam_lora", "train.json", "cache.json", bundle_root=str(trained_teacher), dataset_dir=str(SAMPLE),
-               cache_dir=str(cache), **TINY_TEACHER)
+    run_bundle("tskd_distill", "train.json", "ts_kd.json", "build_cache.json", bundle_root=str(cache.parent), dataset_dir=str(SAMPLE),
+               cache_dir=str(cache), teacher_weights=merged(trained_teacher), **TINY_TEACHER)
     return cache
 
 
-def distill(root: Path, **overrides):
-    return run_bundle("tskd_distill", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), **(KD | overrides))
+def distill(root: Path, method: str = "ts_kd", **overrides):
+    return run_bundle("tskd_distill", "train.json", f"{method}.json", bundle_root=str(root), dataset_dir=str(SAMPLE), **(KD | overrides))
+
+
+def test_cache_of_the_fine_tuned_and_frozen_teacher(trained_teacher, cache_dir, tmp_path):
+    teacher = teacher_id("fine_tuned", "tiny", merged(trained_teacher))
+    cache = TeacherCache(cache_dir, teacher_id=teacher, layers=[0, 1, 2, 3])
+    assert len(cache.ids) == 24 and cache[cache.ids[0]]["logits"].shape == (2, 16, 16)
+    run_bundle("tskd_distill", "train.json", "ta_kd.json", "build_cache.json", bundle_root=str(tmp_path), dataset_dir=str(SAMPLE), **TINY_TEACHER)
+    frozen = TeacherCache(tmp_path / "cache" / "hc18_frozen", teacher_id="random-init:tiny:seed0")
+    assert not frozen.has_logits and len(frozen.ids) == 24
+
+
+def test_train_config_without_a_method_overlay_names_the_overlays(tmp_path):
+    with pytest.raises(Exception) as info:
+        run_bundle("tskd_distill", "train.json", bundle_root=str(tmp_path), dataset_dir=str(SAMPLE), **KD)
+    assert "needs a method overlay, one of ['ts_kd.json', 'ta_kd.json']" in str(info.value) + str(info.value.__cause__)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +67,7 @@ def test_ts_kd_from_cache_logs_each_loss_part_and_resumes(ts_kd_run, trained_tea
 
 def test_exported_student_loads_into_the_student_bundle(ts_kd_run, tmp_path):
     weights = ts_kd_run / "student_pretrained.safetensors"
-    report = load_student_weights(ViTTinySegmenter(64, 3, 2), weights)
+    report = load_student_weights(ViTSegmenter(64, 3, 2), weights)
     assert not report.missing and not report.unexpected
     run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(tmp_path), dataset_dir=str(SAMPLE), num_labeled=4,
                max_epochs=1, image_size=64, batch_size=4, initial_weights=str(weights))
@@ -65,11 +84,11 @@ def test_stale_cache_is_refused(trained_teacher, cache_dir, tmp_path):
 
 
 def test_task_agnostic_kd_online_with_the_frozen_teacher(tmp_path):
-    distill(tmp_path, mode="ta_kd", max_epochs=1)
+    distill(tmp_path, "ta_kd", max_epochs=1)
     run_dir = tmp_path / "runs" / "hc18_ta_kd_s0"
     rows = list(csv.DictReader((run_dir / "training_log.csv").open()))
     assert "predictions" not in rows[0] and float(rows[0]["features"]) > 0
-    report = load_student_weights(ViTTinySegmenter(64, 3, 2), run_dir / "student_pretrained.safetensors")
+    report = load_student_weights(ViTSegmenter(64, 3, 2), run_dir / "student_pretrained.safetensors")
     assert not report.missing_encoder and all(k.startswith("decoder.") for k in report.missing)
 
 
@@ -85,7 +104,7 @@ def test_two_process_gloo_ddp_distillation(trained_teacher, cache_dir, tmp_path)
 
     configs = REPO / "bundles" / "tskd_distill" / "configs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519", "-m", "monai.bundle", "run",
-           "--config_file", f"['{configs / 'train.json'}','{configs / 'multi_gpu_train.json'}']", "--meta_file", str(configs / "metadata.json"),
+           "--config_file", f"['{configs / 'train.json'}','{configs / 'ts_kd.json'}','{configs / 'multi_gpu_train.json'}']", "--meta_file", str(configs / "metadata.json"),
            "--bundle_root", str(tmp_path), "--dataset_dir", str(SAMPLE), "--cache_dir", str(cache_dir),
            "--teacher_weights", str(trained_teacher / "models" / "teacher_merged.safetensors"), "--max_epochs", "2",
            *[a for k, v in KD.items() for a in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]]
@@ -96,5 +115,5 @@ def test_two_process_gloo_ddp_distillation(trained_teacher, cache_dir, tmp_path)
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["predictions"]) > 0  # one log, written by rank 0
     state = torch.load(run / "models" / "checkpoint_epoch=2.pt", weights_only=True)
     assert all(not k.startswith("module.") for k in state["model"]) and "kd_loss" in state  # DDP wrappers not saved
-    report = load_student_weights(ViTTinySegmenter(64, 3, 2), run / "student_pretrained.safetensors")
+    report = load_student_weights(ViTSegmenter(64, 3, 2), run / "student_pretrained.safetensors")
     assert not report.missing and not report.unexpected

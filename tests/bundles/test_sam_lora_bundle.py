@@ -10,8 +10,6 @@ from PIL import Image
 
 from tests.bundles.conftest import TINY_TEACHER, run_bundle
 from tests.conftest import REPO, SAMPLE
-from tskd_components.data.teacher_cache import TeacherCache
-from tskd_components.networks.lora_sam import cache_teacher
 
 CONFIGS = REPO / "bundles" / "tskd_sam_lora" / "configs"
 TINY = TINY_TEACHER | {"num_labeled": 8}
@@ -43,17 +41,6 @@ def test_evaluate_and_inference(trained, tmp_path):
     masks = sorted((out / "masks").glob("*_seg.png"))
     assert len(masks) == 40
     assert np.array(Image.open(masks[0])).shape == np.array(Image.open(SAMPLE / "images" / masks[0].name.replace("_seg", ""))).shape
-
-
-def test_cache_of_the_fine_tuned_and_frozen_teacher(trained):
-    bundle("train.json", "cache.json", bundle_root=str(trained), dataset_dir=str(SAMPLE), **TINY)
-    cache_dir = trained / "cache" / "hc18_fine_tuned"
-    _, teacher_id = cache_teacher("fine_tuned", "tiny", 2, 64, trained / "models" / "teacher_merged.safetensors")
-    cache = TeacherCache(cache_dir, teacher_id=teacher_id, layers=[0, 1, 2, 3])
-    assert len(cache.ids) == 24 and cache[cache.ids[0]]["logits"].shape == (2, 16, 16)
-    bundle("train.json", "cache.json", bundle_root=str(trained), dataset_dir=str(SAMPLE), cache_mode="frozen", **TINY)
-    frozen = TeacherCache(trained / "cache" / "hc18_frozen", teacher_id="random-init:tiny:seed0")
-    assert not frozen.has_logits and len(frozen.ids) == 24
 
 
 def test_metadata():

@@ -11,7 +11,7 @@ from monai.bundle import run, verify_metadata
 from PIL import Image
 
 from tests.conftest import REPO, SAMPLE
-from tskd_components.networks import ViTTinySegmenter
+from tskd_components.networks import ViTSegmenter
 
 BUNDLE = REPO / "bundles" / "tskd_student_segmentation"
 CONFIGS = BUNDLE / "configs"
@@ -144,6 +144,6 @@ def test_inference_config_is_readable_without_metadata():
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
     parser["bundle_root"] = "."
-    assert isinstance(parser.get_parsed_content("network_def"), ViTTinySegmenter)
+    assert isinstance(parser.get_parsed_content("network_def"), ViTSegmenter)
     for key in ("preprocessing", "postprocessing", "inferer", "device"):
         assert parser.get_parsed_content(key) is not None

@@ -3,17 +3,17 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tskd_components.networks import ViTTinySegmenter, init_student, load_student_weights
+from tskd_components.networks import ViTSegmenter, init_student, load_student_weights
 from tskd_components.networks.student import evenly_spaced_blocks
 
 
-def small(**kw) -> ViTTinySegmenter:
+def small(**kw) -> ViTSegmenter:
     args = dict(image_size=64, in_channels=3, num_classes=3, depth=4, feature_size=8) | kw
-    return ViTTinySegmenter(**args)
+    return ViTSegmenter(**args)
 
 
 def test_vit_tiny_defaults_and_shapes():
-    model = ViTTinySegmenter(image_size=256, num_classes=4)
+    model = ViTSegmenter(image_size=256, num_classes=4)
     enc = model.encoder
     assert (enc.embed_dim, len(enc.blocks), enc.blocks[0].attn.num_heads, enc.patch_embed.patch_size) == (192, 12, 3, (16, 16))
     assert model.hidden_indices == (2, 5, 8, 11)
@@ -69,7 +69,7 @@ def test_encoder_only_checkpoint_with_other_classes(tmp_path):
 def test_timm_vit_tiny_state_dict_maps_under_encoder_with_pos_embed_resampled(tmp_path):
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000)
     torch.save(vit.state_dict(), tmp_path / "vit_tiny.pth")
-    model = ViTTinySegmenter(image_size=64, num_classes=2)
+    model = ViTSegmenter(image_size=64, num_classes=2)
     report = load_student_weights(model, tmp_path / "vit_tiny.pth")
     assert not report.missing_encoder
     assert sorted(report.unexpected) == ["encoder.head.bias", "encoder.head.weight"]
@@ -83,7 +83,7 @@ def test_mismatched_and_missing_files_are_clear(tmp_path):
     save_file({"foo.weight": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="holds no tensor that fits the student"):
         load_student_weights(small(), tmp_path / "other.safetensors")
-    save_file({k: v for k, v in small(depth=2).state_dict().items()}, tmp_path / "shallow.safetensors")
+    save_file({k: v for k, v in small(depth=2, hidden_indices=(0, 0, 1, 1)).state_dict().items()}, tmp_path / "shallow.safetensors")
     with pytest.raises(ValueError, match="missing encoder keys.*blocks.2"):
         load_student_weights(small(), tmp_path / "shallow.safetensors")
     assert init_student(small(), "") is not None  # empty path: random init

@@ -7,7 +7,7 @@ from PIL import Image
 
 from tskd_components.pipeline.efficiency import model_cost, stage_seconds
 from tskd_components.pipeline.report import plot_dice_vs_labels, summary_markdown, write_csv
-from tskd_components.networks import ViTTinySegmenter
+from tskd_components.networks import ViTSegmenter
 
 
 def rows():
@@ -41,7 +41,7 @@ def test_figure3_and_csv(tmp_path):
 
 
 def test_model_cost_counts_parameters_and_flops():
-    model = ViTTinySegmenter(64, 3, 2)
+    model = ViTSegmenter(64, 3, 2)
     cost = model_cost(model, 64, repeats=1)
     assert cost["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
     # ViT-Tiny encoder alone is ~2 x 5.5 M params x 16 tokens; the decoder adds convolutions at full resolution

@@ -5,13 +5,13 @@ from monai.transforms import Compose
 
 from tests.conftest import real_dataset
 from tskd_components.data import load_transfer_set, preprocessing
-from tskd_components.networks import ViTTinySegmenter, export_student, load_student_weights
+from tskd_components.networks import ViTSegmenter, export_student, load_student_weights
 from tskd_components.ssl import MAE, MoCoV3, SSLStep, TwoViewsd, cosine_momentum, patchify, random_masking, view_augmentation
 
 
 def student(size=64):
     torch.manual_seed(0)
-    return ViTTinySegmenter(size, 3, 2, depth=4, feature_size=8)
+    return ViTSegmenter(size, 3, 2, depth=4, feature_size=8)
 
 
 def real_images(n=8, size=64, views=False):
@@ -73,7 +73,7 @@ def test_mocov3_loss_falls_and_momentum_encoder_follows_the_schedule():
 def test_exported_encoders_load_into_the_student(tmp_path):
     for model in (MAE(student()), MoCoV3(student(), dim=32, mlp_dim=64)):
         path = export_student(model.student, tmp_path / "enc.safetensors", include_decoder=False)
-        report = load_student_weights(ViTTinySegmenter(64, 3, 2, depth=4, feature_size=8), path)
+        report = load_student_weights(ViTSegmenter(64, 3, 2, depth=4, feature_size=8), path)
         assert not report.missing_encoder and all(k.startswith("decoder.") for k in report.missing)
 
 
@@ -81,7 +81,7 @@ def test_imagenet_mae_checkpoint_key_mapping_round_trips(tmp_path):
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
     state = dict(vit.state_dict()) | {"mask_token": torch.zeros(1, 1, 128), "decoder_embed.weight": torch.zeros(128, 192)}
     torch.save({"model": state}, tmp_path / "mae_pretrain_vit_tiny.pth")  # the MAE repository's layout
-    model = ViTTinySegmenter(224, 3, 2)
+    model = ViTSegmenter(224, 3, 2)
     report = load_student_weights(model, tmp_path / "mae_pretrain_vit_tiny.pth")
     assert report.ignored == ["decoder_embed.weight", "mask_token"] and not report.missing_encoder and not report.unexpected
     back = {k[len("encoder."):]: v for k, v in model.state_dict().items() if k.startswith("encoder.")}

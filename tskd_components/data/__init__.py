@@ -14,5 +14,4 @@ from .dataset import (
     unlabeled_train_datalist,
     validation_datalist,
 )
-from . import teacher_cache
 from .transforms import CheckLabeld, ConvertChannelsd, LoadSliceOrImaged, augmentation, preprocessing

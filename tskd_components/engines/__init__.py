@@ -1,6 +1,5 @@
-"""Ignite handlers and iteration steps used by the bundles' trainers and evaluators."""
+"""Generic Ignite handlers of the bundles' trainers and evaluators, and the handler chains they share."""
 
-from .distillation import DistillationStep, TeacherTargetsd, distillation_augmentation
 from .handlers import (
     AtomicCheckpointSaver,
     LossProgressBar,
@@ -12,3 +11,4 @@ from .handlers import (
     latest_checkpoint,
     plot_training_curves,
 )
+from .training import training_handlers, validation_handlers

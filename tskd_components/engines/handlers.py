@@ -13,12 +13,15 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import DiskSaver, ProgressBar
+from ignite.handlers import DiskSaver, ProgressBar, TerminateOnNan
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
+from ..utils.io import write_json
 from ..utils.run_record import write_run_record
 
 logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -131,24 +134,25 @@ class LossProgressBar(ProgressBar):
         super().attach(engine, output_transform=lambda out: {"loss": float(first_loss(out))})
 
 
-class NaNGuard:
-    """Stop with a clear message when the loss stops being finite (instead of training on garbage)."""
+class NaNGuard(TerminateOnNan):
+    """Ignite's ``TerminateOnNan`` that fails the run with a clear message (instead of ending it quietly, which
+    would leave a half-trained model looking finished) when the loss stops being finite."""
 
     def __init__(self, ckpt_dir: str | None = None, output_transform=first_loss) -> None:
+        super().__init__(output_transform=output_transform)
         self.ckpt_dir = ckpt_dir
-        self.output_transform = output_transform
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        loss = self.output_transform(engine.state.output)
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        if not math.isfinite(value):
+        already_stopping = engine.should_terminate  # another handler's stop is not a NaN
+        super().__call__(engine)
+        if engine.should_terminate and not already_stopping:
             last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir else None
             raise FloatingPointError(
-                f"loss became {value} at epoch {engine.state.epoch}, iteration {engine.state.iteration}; "
-                "lower the learning rate or check the inputs for NaN/Inf"
+                f"loss became {self._output_transform(engine.state.output)} at epoch {engine.state.epoch}, iteration "
+                f"{engine.state.iteration}; lower the learning rate or check the inputs for NaN/Inf"
                 + (f"; the last good checkpoint is {last} (training resumes from it)" if last else "")
             )
 
@@ -263,7 +267,7 @@ class MetricsReport:
                 entry["per_class"] = {n: _finite_or_none(v) for n, v in zip(self.class_names, per_class.tolist())}
             report["metrics"][name] = entry
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "metrics.json").write_text(json.dumps(report, indent=1))
+        write_json(self.output_dir / METRICS_FILE, report)
         print(json.dumps(report, indent=1))
         return report
 

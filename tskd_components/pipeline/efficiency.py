@@ -4,54 +4,24 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from monai.networks.nets import BasicUNet
-from torch.utils.flop_counter import FlopCounterMode
 
-from ..networks.lora_sam import build_prompt_free_sam
-from ..networks.student import ViTTinySegmenter
+from ..networks import build_prompt_free_sam, create_student
+from ..utils.profiling import model_cost
 from .experiment import UNET_FEATURES
 from .stages import STAGE_RECORD
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device | str = "cpu") -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run (CUDA work synchronised)."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def model_cost(model: torch.nn.Module, image_size: int, batch_size: int = 1, repeats: int = 3,
-               device: torch.device | str = "cpu") -> dict[str, float]:
-    """Parameters (M), forward GFLOPs per image and median forward latency (ms) at ``batch_size`` on ``device``."""
-    model = model.eval().to(device)
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    with torch.inference_mode():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(x[:1])
-        seconds = median_seconds(lambda: model(x), repeats, device)
-    return {"params_m": sum(p.numel() for p in model.parameters()) / 1e6, "gflops": counter.get_total_flops() / 1e9,
-            "latency_ms": 1000 * seconds, "batch_size": batch_size, "image_size": image_size}
 
 
 def efficiency_rows(image_size: int, num_classes: int, sam_variant: str, repeats: int = 3) -> list[dict[str, Any]]:
     """Cost of the ViT-Tiny student, the UNet reference and the teacher architecture, all at ``image_size``
     (random weights: cost does not depend on them)."""
     torch.manual_seed(0)
-    models = {"ViT-Tiny student (TS-KD)": ViTTinySegmenter(image_size, 3, num_classes),
+    models = {"ViT-Tiny student (TS-KD)": create_student("vit_tiny", image_size=image_size, in_channels=3, num_classes=num_classes),
               "BasicUNet reference": BasicUNet(2, 3, num_classes, features=UNET_FEATURES),
               f"SAM {sam_variant} teacher": build_prompt_free_sam(sam_variant, num_classes, image_size, random_init=True)}
     if sam_variant != "vit_b":

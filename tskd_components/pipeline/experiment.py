@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import read_dataset_info, read_split
+from ..utils.io import write_json
 from ..utils.run_record import package_versions
-from .stages import Stage, run_bundle, write_json
+from .stages import Stage
+
+from ..distill.cache import INDEX as CACHE_INDEX
+from ..engines.handlers import METRICS_FILE
+from ..networks.lora import MERGED_FILE
+
+PRETRAINED_FILE = "student_pretrained.safetensors"  # where pre-training stages export the student (export_path)
 
 METHODS = ("scratch", "unet_scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
 PAPER_METHODS = ("scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
@@ -25,7 +32,20 @@ UNET_FEATURES = (32, 64, 128, 256, 416, 32)
 
 @dataclass(frozen=True)
 class Scale:
-    """Sizes and schedules of one experiment scale. Steps are optimiser iterations (epochs follow the label budget)."""
+    """Sizes and schedules of one experiment scale. Steps are optimiser iterations (epochs follow the label budget).
+
+    Args:
+        image_size: student and teacher input size (px).
+        sam_variant: teacher architecture (a registered SAM variant).
+        random_init: teacher built untrained (no SAM weights) instead of from ``--sam-checkpoint``.
+        teacher_train_encoder: also train the teacher's encoder weights (only sensible with ``random_init``).
+        teacher_steps, teacher_batch: teacher fine-tuning schedule.
+        lora_rank: LoRA rank of the teacher (alpha = rank).
+        distill_epochs: distillation epochs over the transfer set.
+        mae_epochs, mocov3_epochs: self-supervised baselines' epochs over the transfer set.
+        finetune_steps, finetune_batch: student fine-tuning schedule.
+        synthesis_image_size, synthesis_epochs, ddim_steps: diffusion model size, training and sampling steps.
+    """
 
     image_size: int
     sam_variant: str
@@ -46,11 +66,17 @@ class Scale:
 
 SCALES = {
     # test size: the real ViT-Tiny student and a tiny SAM of the real classes at 64 px
-    "tiny": Scale(64, "tiny", True, True, 4, 4, 4, 1, 1, 1, 4, 4, 32, 1, 4),
+    "tiny": Scale(image_size=64, sam_variant="tiny", random_init=True, teacher_train_encoder=True, teacher_steps=4, teacher_batch=4,
+                  lora_rank=4, distill_epochs=1, mae_epochs=1, mocov3_epochs=1, finetune_steps=4, finetune_batch=4,
+                  synthesis_image_size=32, synthesis_epochs=1, ddim_steps=4),
     # CPU size: SAM `small` architecture trained here from random init (no SAM weights on CPU machines)
-    "small": Scale(128, "small", True, True, 300, 8, 4, 10, 20, 10, 100, 8, 64, 25, 25),
+    "small": Scale(image_size=128, sam_variant="small", random_init=True, teacher_train_encoder=True, teacher_steps=300, teacher_batch=8,
+                   lora_rank=4, distill_epochs=10, mae_epochs=20, mocov3_epochs=10, finetune_steps=100, finetune_batch=8,
+                   synthesis_image_size=64, synthesis_epochs=25, ddim_steps=25),
     # GPU size: SAM vit_b from the official checkpoint (--sam-checkpoint), LoRA on the frozen encoder
-    "paper": Scale(256, "vit_b", False, False, 3000, 8, 4, 100, 400, 200, 2000, 8, 128, 500, 50),
+    "paper": Scale(image_size=256, sam_variant="vit_b", random_init=False, teacher_train_encoder=False, teacher_steps=3000, teacher_batch=8,
+                   lora_rank=4, distill_epochs=100, mae_epochs=400, mocov3_epochs=200, finetune_steps=2000, finetune_batch=8,
+                   synthesis_image_size=128, synthesis_epochs=500, ddim_steps=50),
 }
 
 
@@ -137,28 +163,30 @@ class Experiment:
         num_real = len(read_split(dataset)["train"])
         if self.spec.transfer_size <= num_real:
             return Path(dataset).resolve()
+        from ..synthesis import MANIFEST, UNET_WEIGHTS  # diffusers is imported only when synthesis runs
+
         folder = self._shared_root(dataset) / "transfer"
         model_dir = folder / "synthesis" / "run" / "model"
         synth = {**self._common(dataset), "image_size": self.p.synthesis_image_size, "seed": 0, "output_dir": str(folder / "synthesis" / "run"),
-                 "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
-        self._stage(Stage("synthesis", f"synthesis {Path(dataset).name}", folder / "synthesis", "tskd_synthesis", ["train.json"], synth,
-                          outputs=[model_dir / "unet" / "diffusion_pytorch_model.safetensors"]))
-        out = folder / f"set_{self.spec.transfer_size}"
-        build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out / "transfer_set")}
-        self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out, "tskd_synthesis",
-                          ["train.json", "build_transfer_set.json"], build, inputs=[model_dir / "unet" / "diffusion_pytorch_model.safetensors"],
-                          outputs=[out / "transfer_set" / "manifest.json"]))
-        return out / "transfer_set"
+                 "model_dir": str(model_dir), "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
+        self._stage(Stage("synthesis", f"synthesis {Path(dataset).name}", folder / "synthesis", "synthesis", synth,
+                          outputs=[model_dir / UNET_WEIGHTS]))
+        out = folder / f"set_{self.spec.transfer_size}" / "transfer_set"
+        build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out)}
+        self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out.parent, "transfer_set",
+                          build, inputs=[model_dir / UNET_WEIGHTS], outputs=[out / MANIFEST]))
+        return out
 
     # -- pre-training ------------------------------------------------------------------------------------------
     def ssl_weights(self, dataset: Path, method: str) -> Path:
         folder = self._ds_root(dataset) / method
         transfer = self.transfer_dir(dataset)
-        weights = folder / "run" / "student_pretrained.safetensors"
+        weights = folder / "run" / PRETRAINED_FILE
         init = self.spec.mae_imagenet_weights if method == "mae" else ""
-        overrides = {**self._common(dataset), "method": method, "transfer_dir": str(transfer), "seed": 0, "output_dir": str(folder / "run"),
-                     "max_epochs": self.p.mae_epochs if method == "mae" else self.p.mocov3_epochs, "initial_weights": init}
-        self._stage(Stage(f"{method} pre-training", f"{method} {Path(dataset).name}", folder, "tskd_ssl_pretrain", ["train.json"], overrides,
+        overrides = {**self._common(dataset), "transfer_dir": str(transfer), "seed": 0, "output_dir": str(folder / "run"),
+                     "export_path": str(weights), "max_epochs": self.p.mae_epochs if method == "mae" else self.p.mocov3_epochs,
+                     "initial_weights": init}
+        self._stage(Stage(f"{method} pre-training", f"{method} {Path(dataset).name}", folder, method, overrides,
                           inputs=[transfer] + ([Path(init)] if init else []), outputs=[weights]))
         return weights
 
@@ -169,31 +197,30 @@ class Experiment:
         rank = f"_r{self.spec.lora_rank}" if self.spec.lora_rank else ""
         folder = self._shared_root(dataset) / f"teacher_n{n or 'all'}_s{seed}{rank}"
         epochs = epochs_for(self.p.teacher_steps, num_items, self.p.teacher_batch)
+        ckpt_dir, metrics_dir = folder / "models", folder / "run" / "eval_test"
         overrides = {**self._common(dataset), **self._sam(), "train_encoder": self.p.teacher_train_encoder, "lora_rank": self.p.lora_rank,
                      "lora_alpha": float(self.p.lora_rank), "num_labeled": n, "seed": seed, "max_epochs": epochs,
-                     "val_interval": max(1, epochs // 10), "batch_size": self.p.teacher_batch, "output_dir": str(folder / "run")}
-        merged, metrics = folder / "models" / "teacher_merged.safetensors", folder / "run" / "eval_test" / "metrics.json"
-        self._stage(Stage("teacher", f"teacher {Path(dataset).name} n{n or 'all'} s{seed}", folder, "tskd_sam_lora", ["train.json"], overrides,
-                          outputs=[merged, metrics],
-                          after=lambda: run_bundle("tskd_sam_lora", ["train.json", "evaluate.json"], bundle_root=str(folder), **overrides)))
+                     "val_interval": max(1, epochs // 10), "batch_size": self.p.teacher_batch, "output_dir": str(folder / "run"),
+                     "ckpt_dir": str(ckpt_dir), "metrics_dir": str(metrics_dir)}
+        merged, metrics = ckpt_dir / MERGED_FILE, metrics_dir / METRICS_FILE
+        self._stage(Stage("teacher", f"teacher {Path(dataset).name} n{n or 'all'} s{seed}", folder, "teacher", overrides,
+                          outputs=[merged, metrics], after="teacher_evaluation"))
         return merged, metrics
 
     def distilled_weights(self, dataset: Path, mode: str, teacher: Path | None, folder: Path, seed: int) -> Path:
         """Teacher cache on the transfer set, then distillation (``ts_kd`` from ``teacher``, ``ta_kd`` from frozen SAM)."""
         transfer = self.transfer_dir(dataset)
-        sam = {**self._common(dataset), **self._sam(), "seed": seed}
-        cache_mode = "fine_tuned" if mode == "ts_kd" else "frozen"
-        cache = folder / "cache"
+        cache, run = folder / "cache", folder / "run"
+        weights = run / PRETRAINED_FILE
+        overrides = {**self._common(dataset), **self._sam(), "seed": seed, "cache_dir": str(cache), "transfer_dir": str(transfer),
+                     "teacher_weights": str(teacher or ""), "max_epochs": self.p.distill_epochs, "output_dir": str(run),
+                     "export_path": str(weights)}
         teacher_input = [teacher] if teacher is not None else []
-        self._stage(Stage(f"{mode} teacher cache", f"{mode} cache {Path(dataset).name} {folder.name}", folder / "cache_stage", "tskd_sam_lora", ["train.json", "cache.json"],
-                          {**sam, "cache_mode": cache_mode, "cache_dir": str(cache), "transfer_dir": str(transfer),
-                           "teacher_weights": str(teacher or "")}, inputs=[transfer, *teacher_input], outputs=[cache / "index.json"]))
-        run = folder / "run"
-        self._stage(Stage(f"{mode} distillation", f"{mode} distillation {Path(dataset).name} {folder.name}", folder, "tskd_distill", ["train.json"],
-                          {**sam, "mode": mode, "cache_dir": str(cache), "transfer_dir": str(transfer), "teacher_weights": str(teacher or ""),
-                           "max_epochs": self.p.distill_epochs, "output_dir": str(run)},
-                          inputs=[cache, *teacher_input], outputs=[run / "student_pretrained.safetensors"]))
-        return run / "student_pretrained.safetensors"
+        self._stage(Stage(f"{mode} teacher cache", f"{mode} cache {Path(dataset).name} {folder.name}", folder / "cache_stage", f"{mode}_cache",
+                          overrides, inputs=[transfer, *teacher_input], outputs=[cache / CACHE_INDEX]))
+        self._stage(Stage(f"{mode} distillation", f"{mode} distillation {Path(dataset).name} {folder.name}", folder, mode, overrides,
+                          inputs=[cache, *teacher_input], outputs=[weights]))
+        return weights
 
     def initial_weights(self, dataset: Path, method: str, num_labeled: int, seed: int) -> tuple[str, dict[str, Any]]:
         """Weights the student starts from for ``method`` and what they came from."""
@@ -229,17 +256,15 @@ class Experiment:
             return row
         weights, provenance = self.initial_weights(dataset, method, num_labeled, seed)
         epochs = epochs_for(self.p.finetune_steps, num_labeled, self.p.finetune_batch)
+        metrics = folder / "run" / "eval_test" / METRICS_FILE
         overrides = {**self._common(dataset), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
                      "val_interval": max(1, epochs // 10), "batch_size": self.p.finetune_batch, "initial_weights": weights,
-                     "output_dir": str(folder / "run")}
+                     "output_dir": str(folder / "run"), "ckpt_dir": str(folder / "models"), "metrics_dir": str(metrics.parent)}
         if method == "unet_scratch":
             overrides["network_def"] = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels",
                                         "out_channels": "@num_classes", "features": list(UNET_FEATURES)}
-        metrics = folder / "run" / "eval_test" / "metrics.json"
-        stage = self._stage(Stage(f"fine-tune {method}", f"fine-tune {Path(dataset).name} {method} n{num_labeled} s{seed}", folder, "tskd_student_segmentation",
-                                  ["train.json"], overrides, inputs=[Path(weights)] if weights else [], outputs=[metrics],
-                                  after=lambda: run_bundle("tskd_student_segmentation", ["train.json", "evaluate.json"],
-                                                           bundle_root=str(folder), **overrides)))
+        stage = self._stage(Stage(f"fine-tune {method}", f"fine-tune {Path(dataset).name} {method} n{num_labeled} s{seed}", folder, "finetune",
+                                  overrides, inputs=[Path(weights)] if weights else [], outputs=[metrics], after="finetune_evaluation"))
         m = json.loads(metrics.read_text())["metrics"]
         row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
                     "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,

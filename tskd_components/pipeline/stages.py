@@ -7,18 +7,35 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from monai.bundle import run
 
 import tskd_components
 
 from ..utils.run_record import package_versions
-from ..utils.weights import atomic_path, file_digest
+from ..utils.io import write_json
+from ..utils.weights import file_digest
 
 STAGE_RECORD = "stage.json"
+
+# the config files of each kind of stage (later files overlay earlier ones): the one place the pipeline names them
+BUNDLE_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "synthesis": ("tskd_synthesis", ("train.json",)),
+    "transfer_set": ("tskd_synthesis", ("train.json", "build_transfer_set.json")),
+    "mae": ("tskd_ssl_pretrain", ("train.json", "mae.json")),
+    "mocov3": ("tskd_ssl_pretrain", ("train.json", "mocov3.json")),
+    "teacher": ("tskd_sam_lora", ("train.json",)),
+    "teacher_evaluation": ("tskd_sam_lora", ("train.json", "evaluate.json")),
+    "ts_kd_cache": ("tskd_distill", ("train.json", "ts_kd.json", "build_cache.json")),
+    "ta_kd_cache": ("tskd_distill", ("train.json", "ta_kd.json", "build_cache.json")),
+    "ts_kd": ("tskd_distill", ("train.json", "ts_kd.json")),
+    "ta_kd": ("tskd_distill", ("train.json", "ta_kd.json")),
+    "finetune": ("tskd_student_segmentation", ("train.json",)),
+    "finetune_evaluation": ("tskd_student_segmentation", ("train.json", "evaluate.json")),
+}
 
 
 def bundles_dir() -> Path:
@@ -59,23 +76,29 @@ class Stage:
         kind: what the stage does, e.g. ``"teacher"`` or ``"fine-tune ts_kd"`` (groups stage times in reports).
         name: label in logs, e.g. ``"teacher hc18 n10 s0"``.
         folder: the stage's own folder (its ``bundle_root``); its ``stage.json`` records what it was run with.
-        bundle: bundle name under ``bundles/``.
-        configs: config files of that bundle, later ones overlaying earlier ones.
+        task: what the bundle run does, a key of ``BUNDLE_CONFIGS`` (bundle name and config files).
         overrides: config overrides (JSON-serialisable).
         inputs: files / folders made by earlier stages; their digests are part of the stage signature.
         outputs: paths that must exist for the stage to count as done.
-        after: a callable run after the bundle (e.g. a second bundle config, same signature).
+        after: a task of ``BUNDLE_CONFIGS`` run after the bundle with the same overrides (e.g. the test evaluation).
     """
 
     kind: str
     name: str
     folder: Path
-    bundle: str
-    configs: Sequence[str]
+    task: str
     overrides: Mapping[str, Any]
     inputs: Sequence[Path] = ()
     outputs: Sequence[Path] = ()
-    after: Callable[[], None] | None = field(default=None, repr=False)
+    after: str | None = None
+
+    @property
+    def bundle(self) -> str:
+        return BUNDLE_CONFIGS[self.task][0]
+
+    @property
+    def configs(self) -> tuple[str, ...]:
+        return BUNDLE_CONFIGS[self.task][1]
 
     def signature(self) -> str:
         spec = {"bundle": self.bundle, "configs": list(self.configs), "overrides": dict(self.overrides),
@@ -106,7 +129,7 @@ class Stage:
         start = time.perf_counter()
         run_bundle(self.bundle, self.configs, bundle_root=str(self.folder), **self.overrides)
         if self.after is not None:
-            self.after()
+            run_bundle(*BUNDLE_CONFIGS[self.after], bundle_root=str(self.folder), **self.overrides)
         seconds = round(time.perf_counter() - start, 1)
         missing = [str(p) for p in self.outputs if not Path(p).exists()]
         if missing:
@@ -117,11 +140,3 @@ class Stage:
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
         print(f"[done] {self.name} in {seconds} s", flush=True)
         return seconds
-
-
-def write_json(path: Path, payload: Any) -> Path:
-    """Write JSON atomically (temp file + rename)."""
-    tmp = atomic_path(path)
-    tmp.write_text(json.dumps(payload, indent=1, default=str))
-    os.replace(tmp, path)
-    return path

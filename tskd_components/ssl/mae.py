@@ -10,7 +10,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..networks.student import ViTTinySegmenter
+from ..networks.student import ViTSegmenter
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -31,7 +31,7 @@ def random_masking(batch: int, num_patches: int, ratio: float, device: torch.dev
 
 
 class MAE(nn.Module):
-    """MAE around a :class:`ViTTinySegmenter`'s encoder (only the encoder is trained and exported).
+    """MAE around a :class:`ViTSegmenter`'s encoder (only the encoder is trained and exported).
 
     Args:
         student: the student whose ``encoder`` is pre-trained.
@@ -40,7 +40,7 @@ class MAE(nn.Module):
         norm_pix_loss: reconstruct per-patch normalised pixels (mean 0, variance 1 per patch).
     """
 
-    def __init__(self, student: ViTTinySegmenter, mask_ratio: float = 0.75, decoder_dim: int = 128, decoder_depth: int = 2,
+    def __init__(self, student: ViTSegmenter, mask_ratio: float = 0.75, decoder_dim: int = 128, decoder_depth: int = 2,
                  decoder_heads: int = 4, norm_pix_loss: bool = True) -> None:
         super().__init__()
         if not 0 < mask_ratio < 1:

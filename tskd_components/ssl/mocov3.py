@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks.student import ViTTinySegmenter
+from ..networks.student import ViTSegmenter
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, last_bn: bool) -> nn.Sequential:
@@ -33,7 +33,7 @@ def cosine_momentum(progress: float, base: float) -> float:
 
 
 class MoCoV3(nn.Module):
-    """MoCo v3 around a :class:`ViTTinySegmenter`'s encoder (the class token is the image representation).
+    """MoCo v3 around a :class:`ViTSegmenter`'s encoder (the class token is the image representation).
 
     Args:
         student: the student whose ``encoder`` is pre-trained (and exported).
@@ -42,7 +42,7 @@ class MoCoV3(nn.Module):
         base_momentum: momentum at the start; it follows :func:`cosine_momentum` to 1.
     """
 
-    def __init__(self, student: ViTTinySegmenter, dim: int = 256, mlp_dim: int = 1024, temperature: float = 0.2, base_momentum: float = 0.99) -> None:
+    def __init__(self, student: ViTSegmenter, dim: int = 256, mlp_dim: int = 1024, temperature: float = 0.2, base_momentum: float = 0.99) -> None:
         super().__init__()
         self.student = student
         self.temperature = temperature

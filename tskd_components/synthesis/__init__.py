@@ -1,6 +1,7 @@
 """Diffusion synthesis of transfer-set images (diffusers), transfer-set builder and quality report."""
 
 from .diffusion import (
+    UNET_WEIGHTS,
     DiffusionStep,
     EMAWeights,
     assert_no_test_images,
@@ -13,4 +14,4 @@ from .diffusion import (
     write_pngs,
 )
 from .report import quality_report, report_for_model
-from .transfer_set import build_transfer_set
+from .transfer_set import MANIFEST, build_transfer_set

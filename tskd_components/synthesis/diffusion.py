@@ -20,6 +20,8 @@ from tqdm import tqdm
 from ..data.dataset import DatasetError, load_datalist, read_split
 from ..data.transforms import ConvertChannelsd, LoadSliceOrImaged
 
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"  # what save_unet writes under the model folder
+
 
 def build_unet(image_size: int = 64, channels: int = 1, block_out_channels: Sequence[int] = (32, 64, 128, 128),
                layers_per_block: int = 1, attention_levels: Sequence[bool] = (False, False, True, False)) -> UNet2DModel:

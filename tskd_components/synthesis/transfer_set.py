@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import warnings
 from pathlib import Path
 
-from ..utils.weights import atomic_path, file_digest
-from .diffusion import assert_no_test_images, load_unet, sample, synthesis_datalist, write_pngs
+from ..utils.io import write_json
+from ..utils.weights import file_digest
+from .diffusion import UNET_WEIGHTS, assert_no_test_images, load_unet, sample, synthesis_datalist, write_pngs
+
+MANIFEST = "manifest.json"
 
 
 def build_transfer_set(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, target_size: int,
@@ -37,14 +38,11 @@ def build_transfer_set(dataset_dir: str | Path, model_dir: str | Path, output_di
     num_synthetic = target_size - len(real)
     if num_synthetic > 0:
         unet, scheduler_config = load_unet(model_dir)
-        model_hash = file_digest(Path(model_dir) / "unet" / "diffusion_pytorch_model.safetensors")
+        model_hash = file_digest(Path(model_dir) / UNET_WEIGHTS)
         images = sample(unet, scheduler_config, num_synthetic, steps, batch_size, seed)
         for i, path in enumerate(write_pngs(images, images_dir)):
             entries.append({"file": f"images/{path.name}", "source": "synthetic", "seed": seed, "index": i,
                             "ddim_steps": steps, "model_sha256": model_hash, "sha256": file_digest(path)})
     manifest = {"dataset_dir": str(dataset_dir), "target_size": target_size, "num_real": len(real), "num_synthetic": max(num_synthetic, 0),
                 "images": entries}
-    tmp = atomic_path(out / "manifest.json")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / "manifest.json")
-    return out / "manifest.json"
+    return write_json(out / MANIFEST, manifest)

@@ -1,3 +1,3 @@
-"""Shared helpers: weight files, run records."""
+"""Shared helpers: atomic writes, weight files, run records, profiling."""
 
-from . import run_record, weights
+from . import bundle, io, profiling, run_record, weights

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .io import atomic_path
 
 WRAPPER_KEYS = ("model", "state_dict", "network")
 
@@ -32,15 +33,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def atomic_path(path: str | Path):
-    """A temporary file in the target's folder; rename it onto ``path`` once written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(tmp)
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:

@@ -1,11 +1,12 @@
-"""Cache of teacher outputs on a transfer set: hidden states of chosen encoder blocks and segmentation logits,
-in sharded safetensors files with an ``index.json``. Distillation reads targets from it instead of running the
-teacher every epoch; a cache built for another teacher, layer list or image is refused."""
+"""The teacher a distillation run learns from, its identity, and the cache of its outputs on a transfer set.
+
+The cache holds hidden states of chosen encoder blocks and segmentation logits, in sharded safetensors files with
+an ``index.json``. Distillation reads targets from it instead of running the teacher every epoch; a cache built for
+another teacher, layer list or image is refused."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -14,9 +15,52 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from tqdm import tqdm
 
-from ..utils.weights import atomic_path, file_digest, save_safetensors
+from ..networks import build_lora_sam, build_prompt_free_sam
+from ..utils.io import write_json
+from ..utils.weights import file_digest, save_safetensors
 
 INDEX = "index.json"
+
+
+TEACHER_MODES = ("fine_tuned", "frozen")
+
+
+def teacher_id(mode: str, variant: str, teacher_weights: str | Path | None = None, sam_checkpoint: str | Path | None = None,
+               random_init: bool = False, seed: int = 0) -> str | None:
+    """The id that ties a cache to its teacher: SHA-256 of the merged fine-tuned teacher (``fine_tuned``), of the
+    SAM checkpoint (``frozen``), or the variant and seed of a random initialisation. ``None`` when the file is absent."""
+    if mode == "fine_tuned":
+        return f"sha256:{file_digest(teacher_weights)}" if teacher_weights and Path(teacher_weights).is_file() else None
+    if random_init:
+        return f"random-init:{variant}:seed{seed}"
+    return f"sha256:{file_digest(sam_checkpoint)}" if sam_checkpoint and Path(sam_checkpoint).is_file() else None
+
+
+def load_teacher(
+    mode: str,
+    variant: str,
+    num_classes: int,
+    image_size: int,
+    teacher_weights: str | Path | None = None,
+    sam_checkpoint: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """The teacher whose outputs a cache holds (its id: :func:`teacher_id` with the same arguments).
+
+    ``fine_tuned``: the merged LoRA-SAM file written by the teacher's training.
+    ``frozen``: the original SAM, not fine-tuned (task-agnostic KD), from ``sam_checkpoint`` or, with
+    ``random_init``, a random initialisation drawn with ``seed``.
+    """
+    if mode == "fine_tuned":
+        if not teacher_weights or not Path(teacher_weights).is_file():
+            raise FileNotFoundError(f"fine-tuned teacher {teacher_weights or '(not set)'} not found; train the teacher bundle first "
+                                    "(it writes models/teacher_merged.safetensors)")
+        return build_lora_sam(variant, num_classes, image_size, random_init=True, weights=teacher_weights)
+    if mode == "frozen":
+        torch.manual_seed(seed)
+        return build_prompt_free_sam(variant, num_classes, image_size, sam_checkpoint, random_init)
+    raise ValueError(f"teacher mode must be one of {TEACHER_MODES}, got {mode!r}")
 
 
 class StaleCacheError(ValueError):
@@ -66,10 +110,7 @@ class TeacherCacheWriter:
     def close(self) -> Path:
         """Write the last shard and the index (atomically); returns the index path."""
         self._flush()
-        tmp = atomic_path(self.dir / INDEX)
-        tmp.write_text(json.dumps(self.meta, indent=1))
-        os.replace(tmp, self.dir / INDEX)
-        return self.dir / INDEX
+        return write_json(self.dir / INDEX, self.meta)
 
 
 class TeacherCache:
@@ -79,7 +120,7 @@ class TeacherCache:
         self.dir = Path(cache_dir)
         index = self.dir / INDEX
         if not index.is_file():
-            raise FileNotFoundError(f"no teacher cache at {self.dir} ({INDEX} missing); build it with bundles/tskd_sam_lora/configs/cache.json")
+            raise FileNotFoundError(f"no teacher cache at {self.dir} ({INDEX} missing); build it with bundles/tskd_distill/configs/build_cache.json")
         self.meta: dict[str, Any] = json.loads(index.read_text())
         problems = []
         if teacher_id is not None and self.meta["teacher_id"] != teacher_id:
@@ -87,7 +128,7 @@ class TeacherCache:
         if layers is not None and list(layers) != self.meta["layers"]:
             problems.append(f"layers {self.meta['layers']} != expected {list(layers)}")
         if problems:
-            raise StaleCacheError(f"teacher cache {self.dir} is stale: {'; '.join(problems)}; rebuild it with cache.json (or point cache_dir elsewhere)")
+            raise StaleCacheError(f"teacher cache {self.dir} is stale: {'; '.join(problems)}; rebuild it with build_cache.json (or point cache_dir elsewhere)")
         self._handles: dict[int, Any] = {}
 
     @property
@@ -136,8 +177,8 @@ def build_teacher_cache(
 
     ``mode="frozen"`` stores hidden states only (the original SAM has no task logits).
     """
-    if mode not in ("fine_tuned", "frozen"):
-        raise ValueError(f"mode must be 'fine_tuned' or 'frozen', got {mode!r}")
+    if mode not in TEACHER_MODES:
+        raise ValueError(f"mode must be one of {TEACHER_MODES}, got {mode!r}")
     teacher = teacher.to(device).eval()
     writer = TeacherCacheWriter(cache_dir, teacher_id, layers, mode=mode, **writer_kwargs)
     for start in tqdm(range(0, len(items), batch_size), desc="teacher cache", unit="batch"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tskd_components.data import load_transfer_set, preprocessing
-from tskd_components.data.teacher_cache import StaleCacheError, TeacherCache, build_teacher_cache
+from tskd_components.distill import StaleCacheError, TeacherCache, build_teacher_cache
 from tskd_components.networks import build_lora_sam
 
 
@@ -41,7 +41,7 @@ def test_stale_cache_is_refused(teacher, hc18, tmp_path):
     items = load_transfer_set(hc18)[:2]
     pre = preprocessing(64, channels=3, with_label=False)
     build_teacher_cache(teacher, items, pre, tmp_path / "c", "teacher-a", [1, 3], feature_pool=2)
-    with pytest.raises(StaleCacheError, match=r"teacher teacher-a != expected teacher-b.*rebuild it with cache.json"):
+    with pytest.raises(StaleCacheError, match=r"teacher teacher-a != expected teacher-b.*rebuild it with build_cache.json"):
         TeacherCache(tmp_path / "c", teacher_id="teacher-b", layers=[1, 3])
     with pytest.raises(StaleCacheError, match=r"layers \[1, 3\] != expected \[0, 1\]"):
         TeacherCache(tmp_path / "c", teacher_id="teacher-a", layers=[0, 1])
@@ -53,7 +53,7 @@ def test_stale_cache_is_refused(teacher, hc18, tmp_path):
     copy.write_bytes(open(items[1]["image"], "rb").read() + b"\0")
     with pytest.raises(StaleCacheError, match="changed.png changed since teacher cache"):
         cache.verify_sources([{"id": items[1]["id"], "image": str(copy)}])
-    with pytest.raises(FileNotFoundError, match="build it with bundles/tskd_sam_lora/configs/cache.json"):
+    with pytest.raises(FileNotFoundError, match="build it with bundles/tskd_distill/configs/build_cache.json"):
         TeacherCache(tmp_path / "none")
 
 
@@ -65,7 +65,7 @@ def test_frozen_mode_stores_features_only(teacher, hc18, tmp_path):
 
 
 def test_rebuilding_hides_the_old_index_until_done(teacher, hc18, tmp_path):
-    from tskd_components.data.teacher_cache import TeacherCacheWriter
+    from tskd_components.distill import TeacherCacheWriter
 
     items = load_transfer_set(hc18)[:1]
     build_teacher_cache(teacher, items, preprocessing(64, channels=3, with_label=False), tmp_path / "c", "old", [3])

@@ -5,10 +5,10 @@ from ignite.engine import Engine
 from monai.transforms import Compose
 
 from tskd_components.data import load_transfer_set, preprocessing
-from tskd_components.data.teacher_cache import TeacherCache, build_teacher_cache
-from tskd_components.engines import DistillationStep, TeacherTargetsd, distillation_augmentation
-from tskd_components.losses import TaskSpecificKDLoss
-from tskd_components.networks import ViTTinySegmenter, build_lora_sam
+from tskd_components.distill import TeacherCache, build_teacher_cache
+from tskd_components.distill import DistillationStep, TeacherTargetsd, distillation_augmentation
+from tskd_components.distill import TaskSpecificKDLoss
+from tskd_components.networks import ViTSegmenter, build_lora_sam
 
 
 def engine_for(student, loss):
@@ -31,7 +31,7 @@ def test_cached_and_online_runs_give_the_same_loss(hc18, tmp_path):
     batch_cached = {k: torch.stack([torch.as_tensor(cached(dict(it))[k]) for it in items]) for k in ("image", "teacher_hidden", "teacher_logits")}
     batch_online = {"image": batch_cached["image"]}
 
-    student = ViTTinySegmenter(64, 3, 2, depth=4, feature_size=8)
+    student = ViTSegmenter(64, 3, 2, depth=4, feature_size=8)
     loss = TaskSpecificKDLoss(192, 64, num_layers=4)
     out_cached = DistillationStep()(engine_for(copy.deepcopy(student), copy.deepcopy(loss)), batch_cached)
     out_online = DistillationStep(teacher, layers)(engine_for(copy.deepcopy(student), copy.deepcopy(loss)), batch_online)
@@ -43,7 +43,7 @@ def test_training_step_moves_student_and_projections_not_teacher(hc18):
     torch.manual_seed(0)
     teacher = build_lora_sam("tiny", 2, 64, random_init=True)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    student = ViTTinySegmenter(64, 3, 2, depth=4, feature_size=8)
+    student = ViTSegmenter(64, 3, 2, depth=4, feature_size=8)
     loss = TaskSpecificKDLoss(192, 64, num_layers=4)
     engine = engine_for(student, loss)
     engine.optimizer = torch.optim.AdamW(list(student.parameters()) + list(loss.parameters()), lr=1e-3)

@@ -92,7 +92,7 @@ class PredictionAlignment(nn.Module):
         t = self.temperature
         log_p_student = F.log_softmax(student / t, dim=1)
         log_p_teacher = F.log_softmax(teacher / t, dim=1)
-        kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1).mean() * t * t
+        kl = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(1).mean() * t * t
         parts = {"kl": kl.detach()}
         total = self.kl_weight * kl
         if self.dice_weight > 0:

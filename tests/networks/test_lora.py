@@ -5,8 +5,8 @@ from monai.losses import DiceCELoss
 
 from tests.conftest import real_dataset
 from tskd_components.data import load_datalist, preprocessing
-from tskd_components.networks import build_lora_sam, build_prompt_free_sam, load_teacher_weights, save_teacher
-from tskd_components.networks.lora_sam import AdaptedWeights, PromptFreeSAM, SAM_VARIANTS, merged_sam
+from tskd_components.networks import build_lora_sam, load_teacher_weights, save_teacher
+from tskd_components.networks import SAM_VARIANTS, AdaptedWeights, PromptFreeSAM, merged_sam
 
 
 def tiny(num_classes=2, image_size=64, **kw):
@@ -103,28 +103,3 @@ def test_checkpoints_of_a_sam_based_teacher_hold_only_the_adapted_part(tmp_path)
     assert len(trainable) < len(model.state_dict()) / 2
     encoder = build_lora_sam("tiny", 2, 64, random_init=True, train_encoder=True)
     assert all(p.requires_grad for n, p in encoder.named_parameters() if n.startswith("sam.image_encoder."))
-
-
-def test_official_checkpoint_is_resized_to_a_new_input_size_and_class_count(tmp_path):
-    torch.manual_seed(0)
-    official = PromptFreeSAM(SAM_VARIANTS["tiny"], num_classes=4, image_size=128)  # 8x8 grid, 4 mask tokens like SAM
-    torch.save(official.state_dict(), tmp_path / "sam_tiny.pth")
-    model = build_prompt_free_sam("tiny", num_classes=6, image_size=64, checkpoint=tmp_path / "sam_tiny.pth")
-    pos = official.image_encoder.pos_embed.permute(0, 3, 1, 2)
-    expected = F.interpolate(pos, size=(4, 4), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
-    assert torch.allclose(model.image_encoder.pos_embed, expected)
-    g = SAM_VARIANTS["tiny"].global_attn_indexes[0]
-    assert model.image_encoder.blocks[g].attn.rel_pos_h.shape[0] == 2 * 4 - 1
-    assert official.image_encoder.blocks[g].attn.rel_pos_h.shape[0] == 2 * 8 - 1
-    tokens = model.mask_decoder.mask_tokens.weight
-    assert torch.equal(tokens[5], official.mask_decoder.mask_tokens.weight[1])  # class 5 starts from token 5 mod 4
-    assert torch.equal(model.mask_decoder.output_hypernetworks_mlps[4].layers[0].weight, official.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight)
-    assert torch.equal(model.image_encoder.blocks[0].attn.qkv.weight, official.image_encoder.blocks[0].attn.qkv.weight)
-    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 6, 64, 64)
-
-
-def test_missing_checkpoint_names_the_expected_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"sam_vit_b_01ec64.pth.*pass its path as sam_checkpoint.*random_init"):
-        build_lora_sam("vit_b", 2, 256, sam_checkpoint=tmp_path / "sam_vit_b.pth")
-    with pytest.raises(ValueError, match="unknown SAM variant 'vit_s'"):
-        build_prompt_free_sam("vit_s", random_init=True)

@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.transforms import Compose, MapTransform, RandAdjustContrastd, RandFlipd, RandGaussianNoised, RandScaleIntensityd
 from torch import nn
 
-from ..data.teacher_cache import TeacherCache
+from .cache import TeacherCache
 
 HIDDEN_KEY = "teacher_hidden"
 LOGITS_KEY = "teacher_logits"

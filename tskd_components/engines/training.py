@@ -1,0 +1,73 @@
+"""The handler chains every TSKD trainer shares, written once: resume, run record, LR schedule, validation,
+NaN guard, atomic checkpoints, logs, curves and a progress bar. Bundle configs build them as one ``_target_``
+block with named arguments, e.g. ``{"_target_": "tskd_components.engines.training_handlers", "ckpt_dir": ...}``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ignite.engine import Engine
+from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
+
+from .handlers import AtomicCheckpointSaver, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, TrainingCurves, first_loss
+
+
+def training_handlers(
+    ckpt_dir: str,
+    output_dir: str,
+    run_params: Mapping[str, Any],
+    checkpoint: Mapping[str, Any],
+    lr_scheduler: Any = None,
+    resume: bool = True,
+    evaluator: Engine | None = None,
+    val_interval: int = 1,
+    final_model: bool = False,
+    tag_name: str = "train_loss",
+) -> list:
+    """Handlers of a trainer, in the order they fire.
+
+    Args:
+        ckpt_dir: where interval checkpoints (and ``model.pt`` without validation) are written and resumed from.
+        output_dir: run record, TensorBoard events, ``training_log.csv`` and ``training_curves.png``.
+        run_params: the run's settings: recorded, and the signature a resumed checkpoint must match.
+        checkpoint: objects saved in and restored from checkpoints, ``{"model": ..., "optimizer": ..., ...}``; the
+            ``lr_scheduler`` is added to it when given. ``checkpoint["model"]`` is what ``model.pt`` holds.
+        lr_scheduler: stepped every iteration.
+        resume: continue from the newest interval checkpoint in ``ckpt_dir`` if there is one.
+        evaluator: validation engine run every ``val_interval`` epochs (it saves the best ``model.pt``, see
+            :func:`validation_handlers`).
+        final_model: without an evaluator, write ``checkpoint["model"]`` as ``model.pt`` when training completes.
+        tag_name: TensorBoard name of the loss.
+    """
+    state = dict(checkpoint) | ({"lr_scheduler": lr_scheduler} if lr_scheduler is not None else {})
+    handlers: list = [
+        ResumeFromCheckpoint(ckpt_dir=ckpt_dir, load_dict=state, enabled=resume, signature=run_params),
+        RunRecorder(output_dir=output_dir, config=run_params),
+    ]
+    if lr_scheduler is not None:
+        handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, epoch_level=False, print_lr=False))
+    if evaluator is not None:
+        handlers.append(ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval))
+    handlers += [
+        NaNGuard(ckpt_dir=ckpt_dir),
+        AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True),
+    ]
+    if evaluator is None and final_model:
+        handlers.append(AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict={"model": checkpoint["model"]}, save_final=True,
+                                              final_filename="model.pt"))
+    handlers += [
+        StatsHandler(iteration_log=False),
+        TensorBoardStatsHandler(log_dir=output_dir, tag_name=tag_name, output_transform=first_loss),
+        TrainingCurves(output_dir=output_dir, evaluator=evaluator, optimizer=state.get("optimizer")),
+        LossProgressBar(persist=True),
+    ]
+    return handlers
+
+
+def validation_handlers(ckpt_dir: str, output_dir: str, model: Any) -> list:
+    """Handlers of a validation evaluator: metric logs and the best-so-far ``model.pt`` (by the key metric)."""
+    return [
+        StatsHandler(iteration_log=False),
+        TensorBoardStatsHandler(log_dir=output_dir, iteration_log=False),
+        AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict={"model": model}, save_key_metric=True, key_metric_filename="model.pt"),
+    ]

@@ -1,3 +1,0 @@
-"""Distillation losses."""
-
-from .distillation import FeatureAlignment, PredictionAlignment, TaskAgnosticKDLoss, TaskSpecificKDLoss
