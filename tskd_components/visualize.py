@@ -10,13 +10,24 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
-from skimage.color import label2rgb
+from monai.visualize import blend_images
 from skimage.transform import resize
 
 from .data.transforms import LoadSliceOrImaged
 
-# colours for classes 1..n (background stays the image itself)
+# colours for classes 1..n (background stays the image itself), registered as a matplotlib colormap for blend_images
 CLASS_COLORS = ((1.0, 0.2, 0.2), (0.2, 0.9, 0.2), (0.2, 0.5, 1.0), (1.0, 0.85, 0.1), (0.9, 0.3, 0.9), (0.1, 0.9, 0.9))
+CLASS_CMAP = "tskd_classes"
+
+
+def _class_cmap() -> str:
+    """Register (once) a listed colormap whose entry ``k`` is the colour of class ``k`` (entry 0 unused)."""
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+
+    if CLASS_CMAP not in matplotlib.colormaps:
+        matplotlib.colormaps.register(ListedColormap([(0.0, 0.0, 0.0), *CLASS_COLORS], name=CLASS_CMAP))
+    return CLASS_CMAP
 
 
 def to_display(image: np.ndarray) -> np.ndarray:
@@ -29,11 +40,15 @@ def to_display(image: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.35) -> np.ndarray:
-    """Blend a class-index mask (H, W) over an (H, W, 3) [0, 1] image; returns uint8 RGB."""
+    """Blend a class-index mask (H, W) over an (H, W, 3) [0, 1] image with ``monai.visualize.blend_images``
+    (class ``k`` always gets ``CLASS_COLORS[k - 1]``, background stays the image); returns uint8 RGB (H, W, 3)."""
     mask = np.asarray(mask).astype(np.int64)
-    colors = [CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(max(int(mask.max()), 1))]
-    blended = label2rgb(mask, image=image, colors=colors, alpha=alpha, bg_label=0, bg_color=None, image_alpha=1.0)
-    return (np.clip(blended, 0, 1) * 255).astype(np.uint8)
+    num_colors = len(CLASS_COLORS) + 1
+    classes = np.where(mask > 0, (mask - 1) % len(CLASS_COLORS) + 1, 0)
+    label = ((classes + 0.5) / num_colors * (classes > 0))[None].astype(np.float32)  # bin k of the listed colormap
+    blended = blend_images(np.moveaxis(np.asarray(image, np.float32), -1, 0), label, alpha=alpha, cmap=_class_cmap(),
+                           rescale_arrays=False, transparent_background=True)
+    return (np.clip(np.moveaxis(blended, 0, -1), 0, 1) * 255).astype(np.uint8)
 
 
 class SaveOverlayd(MapTransform):

@@ -221,21 +221,21 @@ class TrainingCurves:
 
 
 def plot_training_curves(log_csv: str | Path, png: str | Path) -> Path:
-    """One panel per logged quantity (loss, lr, each validation metric) against epoch."""
+    """One panel per logged quantity (loss, lr, each validation metric) against epoch, drawn with MONAI's
+    ``plot_metric_graph`` (value at the last epoch in the legend)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from monai.utils.jupyter_utils import plot_metric_graph
 
     rows = list(csv.DictReader(Path(log_csv).open()))
     keys = [k for k in rows[0] if k != "epoch"]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        pts = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3)
+        points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        plot_metric_graph(ax, key, {key: points}, yscale="log" if key == "lr" else "linear", avg_keys=())
         ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
