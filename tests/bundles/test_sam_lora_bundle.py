@@ -34,7 +34,7 @@ def test_training_exports_lora_and_merged_weights(trained):
 def test_evaluate_and_inference(trained, tmp_path):
     bundle("train.json", "evaluate.json", bundle_root=str(trained), dataset_dir=str(SAMPLE), **TINY)
     report = json.loads(next((trained / "runs").glob("*/eval_test/metrics.json")).read_text())
-    assert set(report["metrics"]) == {"mean_dice", "hd95", "nsd"} and report["num_images"] == 10
+    assert set(report["metrics"]) == {"mean_dice", "hd95", "nsd", "empty_predictions"} and report["num_images"] == 10
     out = tmp_path / "infer"
     bundle("inference.json", bundle_root=str(trained), input_dir=str(SAMPLE / "images"), output_dir=str(out),
            image_size=64, sam_variant="tiny")

@@ -11,6 +11,7 @@ from monai.bundle import run, verify_metadata
 from PIL import Image
 
 from tests.conftest import REPO, SAMPLE
+from tskd_components.data import load_datalist
 from tskd_components.networks import ViTSegmenter
 
 BUNDLE = REPO / "bundles" / "tskd_student_segmentation"
@@ -64,12 +65,21 @@ def test_evaluate_reports_dice_hd95_nsd_per_class(trained, capsys):
     eval_dir = trained / "runs" / "hc18_n6_s0" / "eval_test"
     report = json.loads((eval_dir / "metrics.json").read_text())
     assert report["num_images"] == 10 and report["split"] == "test"
-    assert set(report["metrics"]) == {"mean_dice", "hd95", "nsd"}
+    assert set(report["metrics"]) == {"mean_dice", "hd95", "nsd", "empty_predictions"}
     for entry in report["metrics"].values():
         assert list(entry["per_class"]) == ["fetal head"]
-    assert 0.0 <= report["metrics"]["mean_dice"]["mean"] <= 1.0
     assert '"mean_dice"' in capsys.readouterr().out
     assert len(list((eval_dir / "overlays").glob("*_overlay.png"))) == 10
+    # the metrics are those of the saved masks at each image's native size against the masks as delivered
+    dices, empty = [], 0
+    for item in load_datalist(SAMPLE, "test"):
+        truth = np.array(Image.open(item["label"])) > 0
+        pred = np.array(Image.open(eval_dir / "overlays" / f"{Path(item['image']).stem}_mask.png")) > 0
+        assert pred.shape == truth.shape
+        dices.append(2 * (pred & truth).sum() / (pred.sum() + truth.sum()))
+        empty += int(truth.any() and not pred.any())
+    assert report["metrics"]["mean_dice"]["mean"] == pytest.approx(float(np.mean(dices)), abs=1e-4)
+    assert report["metrics"]["empty_predictions"]["total"] == empty
 
 
 def test_inference_writes_masks_at_source_size_and_overlays(trained, tmp_path):

@@ -10,6 +10,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
+    CopyItemsd,
     EnsureTyped,
     LoadImage,
     MapTransform,
@@ -134,14 +135,20 @@ def preprocessing(
     channels: int = 3,
     intensity_range: Sequence[float] | None = None,
     with_label: bool = True,
+    keep_native_label: bool = False,
 ) -> Compose:
-    """Deterministic part: load, channels, intensity to [0, 1], ImageNet normalisation, square resize."""
+    """Deterministic part: load, channels, intensity to [0, 1], ImageNet normalisation, square resize.
+
+    ``keep_native_label`` also keeps the mask as loaded, at the image's own size, under ``label_native`` (for
+    metrics at native resolution; batches of images of different sizes then need batch size 1)."""
     keys = ["image", "label"] if with_label else ["image"]
     steps: list = [LoadSliceOrImaged(keys)]
     if with_label:
         if num_classes is None:
             raise ValueError("num_classes is needed to check masks")
         steps.append(CheckLabeld("label", num_classes=num_classes))
+        if keep_native_label:
+            steps.append(CopyItemsd("label", names="label_native"))
     steps += [
         ConvertChannelsd("image", channels=channels),
         intensity_transform("image", intensity_range),

@@ -12,3 +12,4 @@ from .handlers import (
     plot_training_curves,
 )
 from .training import training_handlers, validation_handlers
+from .metrics import EmptyPredictionMetric, HD95Metric, evaluation_metrics, native_resolution_postprocessing

@@ -244,12 +244,15 @@ def plot_training_curves(log_csv: str | Path, png: str | Path) -> Path:
 
 class MetricsReport:
     """At the end of an evaluation, write ``metrics.json`` (mean and per-class values of every metric computed
-    with ``save_details``) into ``output_dir`` and print it as JSON."""
+    with ``save_details``) into ``output_dir`` and print it as JSON. ``count_metrics`` (e.g.
+    ``empty_predictions``) are reported as totals over images instead of means."""
 
-    def __init__(self, output_dir: str, class_names: Sequence[str], extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, output_dir: str, class_names: Sequence[str], extra: Mapping[str, Any] | None = None,
+                 count_metrics: Sequence[str] = ("empty_predictions",)) -> None:
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names)
         self.extra = dict(extra or {})
+        self.count_metrics = set(count_metrics)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.COMPLETED, self)
@@ -261,12 +264,13 @@ class MetricsReport:
             entry: dict[str, Any] = {"mean": _finite_or_none(value)}
             if name in details:
                 scores = torch.as_tensor(details[name], dtype=torch.float32)
-                scores = torch.where(torch.isinf(scores), torch.nan, scores)
-                per_class = torch.nanmean(scores, dim=0)
-                entry["mean"] = _finite_or_none(torch.nanmean(scores))
-                entry["per_class"] = {n: _finite_or_none(v) for n, v in zip(self.class_names, per_class.tolist())}
+                if name in self.count_metrics:
+                    entry = {"total": int(scores.nansum()), "per_class": dict(zip(self.class_names, scores.nansum(0).int().tolist()))}
+                else:
+                    scores = torch.where(torch.isinf(scores), torch.nan, scores)
+                    entry["mean"] = _finite_or_none(torch.nanmean(scores))
+                    entry["per_class"] = {n: _finite_or_none(v) for n, v in zip(self.class_names, torch.nanmean(scores, dim=0).tolist())}
             report["metrics"][name] = entry
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.output_dir / METRICS_FILE, report)
         print(json.dumps(report, indent=1))
         return report

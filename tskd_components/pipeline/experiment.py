@@ -267,6 +267,7 @@ class Experiment:
                                   overrides, inputs=[Path(weights)] if weights else [], outputs=[metrics], after="finetune_evaluation"))
         m = json.loads(metrics.read_text())["metrics"]
         row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
+                    "empty_predictions": m.get("empty_predictions", {}).get("total"),
                     "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,
                     "labeled_ids": str(folder / "run" / "labeled_ids.json"), "masks_dir": str(metrics.parent / "overlays")})
         write_json(folder / RESULT_FILE, row)

@@ -20,8 +20,9 @@ from ..data.transforms import LoadSliceOrImaged  # noqa: E402
 from ..visualize import overlay, to_display  # noqa: E402
 from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # noqa: E402
 from .experiment import METHODS, SCALES, collect_results  # noqa: E402
+from .statistics import mean_ci, paired_differences  # noqa: E402
 
-CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "train_seconds", "teacher",
+CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "train_seconds", "teacher",
                "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
 METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
 LABELS = {"scratch": "ViT-Tiny scratch", "unet_scratch": "UNet scratch (reference)", "mae_imagenet": "MAE (ImageNet)",
@@ -81,7 +82,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teacher_rows: Sequence[dict[str, Any]] = ()) -> Path:
-    """Figure 3: test Dice against the number of labels, one panel per dataset, a line + ±std band per method."""
+    """Figure 3: test Dice against the number of labels, one panel per dataset, the mean over seeds per method with
+    its 95% confidence interval as a band (no band with a single seed)."""
     groups = _group(rows)
     panels = sorted({p for p, _, _ in groups})
     if not panels:
@@ -93,10 +95,10 @@ def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teache
             budgets = sorted(n for p, mm, n in groups if p == panel and mm == m)
             if not budgets:
                 continue
-            stats = np.array([mean_std([r["dice"] for r in groups[(panel, m, n)]]) for n in budgets])
+            stats = np.array([mean_ci([r["dice"] for r in groups[(panel, m, n)]]) for n in budgets])
             style = {"ls": "--"} if m == "unet_scratch" else {}
             ax.plot(budgets, stats[:, 0], marker="o", color=colors[m], label=LABELS.get(m, m), lw=2 if m == "ts_kd" else 1.3, **style)
-            ax.fill_between(budgets, stats[:, 0] - stats[:, 1], stats[:, 0] + stats[:, 1], color=colors[m], alpha=0.15)
+            ax.fill_between(budgets, stats[:, 1], stats[:, 2], color=colors[m], alpha=0.15)
         teacher = sorted({(int(r["num_labeled"]), r["teacher_dice"]) for r in teacher_rows if _panel(r) == panel})
         if teacher:
             by_n = defaultdict(list)
@@ -105,7 +107,7 @@ def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teache
             ax.plot(sorted(by_n), [statistics.mean(by_n[n]) for n in sorted(by_n)], "k:", marker="x", label="teacher (LoRA-SAM)")
         ax.set_title(panel)
         ax.set_xlabel("labeled training images")
-        ax.set_ylabel("test Dice")
+        ax.set_ylabel("test Dice (mean, 95% CI)")
         ax.set_xticks(sorted({n for p, _, n in groups if p == panel}))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
@@ -165,6 +167,24 @@ def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_image
     return Path(path)
 
 
+def paired_markdown(rows: Sequence[dict[str, Any]], reference: str = "ts_kd") -> str:
+    """Tables of ``reference`` minus each other method, paired by seed: mean difference [95% CI] and verdict."""
+    lines = []
+    for key, title, better in METRICS:
+        diffs = paired_differences(rows, reference, key)
+        if not diffs:
+            continue
+        lines += [f"### {LABELS.get(reference, reference)} − other method: {title} ({better}), paired by seed", "",
+                  "| dataset | labels | method | pairs | mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|"]
+        for d in diffs:
+            ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["pairs"] > 1 else "[n/a]"
+            panel = d["dataset"] + (f" [{d['variant']}]" if d.get("variant") else "")
+            lines.append(f"| {panel} | {d['num_labeled']} | {LABELS.get(d['method'], d['method'])} | {d['pairs']} | "
+                         f"{d['mean_diff']:+.3f} {ci} | {d['verdict']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def write_report(run_dir: str | Path, command: str = "") -> Path:
     """Write ``results.csv``, ``report.md``, ``dice_vs_labels.png`` (Figure 3), ``qualitative.png`` (Figure 4) and
     ``efficiency.md`` into ``run_dir`` from every finished cell there; print the Dice table; return report.md."""
@@ -181,10 +201,16 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     lines = [f"# TSKD experiment report: {run_dir.name}", ""]
     if command:
         lines += ["Made with:", "", "```", command, "```", ""]
-    lines += ["Test-split metrics of the fine-tuned student, mean ± std over seeds; HD95 and NSD in pixels at the run's image "
-              "size (NSD tolerance 2 px). `train_seconds` in results.csv = fine-tuning + test evaluation wall time.", ""]
+    lines += ["Test-split metrics of the fine-tuned student, mean ± std over seeds; HD95 and NSD in pixels of each image's "
+              "original size (predictions resized back to it; NSD tolerance 2 px). A class of the ground truth that the "
+              "prediction misses (or the reverse) scores the image diagonal as HD95; `empty_predictions` in results.csv "
+              "counts the missed ones. `train_seconds` = fine-tuning + test evaluation wall time.", ""]
     lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
-    lines += [summary, f"![Dice vs labels]({figure3.name})", ""]
+    empty = sum(int(r.get("empty_predictions") or 0) for r in rows if r.get("status") == "ok")
+    lines += [summary, f"Empty predictions (a ground-truth class not predicted at all), over all cells: {empty}.", ""]
+    paired = paired_markdown(rows)
+    lines += ["## Paired differences (95% CI over seeds; 'better' / 'worse' only where the CI excludes 0)", "", paired] if paired else []
+    lines += [f"![Dice vs labels]({figure3.name})", ""]
     lines += [f"![Qualitative]({figure4.name})", ""] if figure4 else []
     first = next((r for r in rows if r.get("status") == "ok"), None)
     if first is not None:
