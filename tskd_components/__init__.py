@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-SUBMODULES = ("data", "deploy", "distill", "engines", "networks", "pipeline", "ssl", "synthesis", "utils", "visualize")
+SUBMODULES = ("data", "deploy", "distill", "engines", "foundation", "networks", "pipeline", "ssl", "synthesis", "utils", "visualize")
 __all__ = list(SUBMODULES)
 
 

@@ -11,9 +11,9 @@ from tskd_components.pipeline.stages import Stage, input_digest
 def test_signature_follows_overrides_and_input_contents(tmp_path):
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"one")
-    stage = Stage("k", "n", tmp_path / "s", "tskd_distill", ["train.json"], {"max_epochs": 2}, inputs=[weights])
+    stage = Stage("k", "n", tmp_path / "s", "ts_kd", {"max_epochs": 2}, inputs=[weights])
     first = stage.signature()
-    assert Stage("k", "n", tmp_path / "s", "tskd_distill", ["train.json"], {"max_epochs": 3}, inputs=[weights]).signature() != first
+    assert Stage("k", "n", tmp_path / "s", "ts_kd", {"max_epochs": 3}, inputs=[weights]).signature() != first
     weights.write_bytes(b"two")
     assert stage.signature() != first
 
@@ -31,7 +31,7 @@ def test_done_stage_is_skipped_and_changed_stage_is_redone(tmp_path, monkeypatch
         (tmp_path / "s" / "out.txt").write_text(str(overrides["max_epochs"]))
 
     monkeypatch.setattr(stages, "run_bundle", fake_bundle)
-    make = lambda epochs: Stage("kind", "name", tmp_path / "s", "b", ["train.json"], {"max_epochs": epochs}, outputs=[tmp_path / "s" / "out.txt"])
+    make = lambda epochs: Stage("kind", "name", tmp_path / "s", "finetune", {"max_epochs": epochs}, outputs=[tmp_path / "s" / "out.txt"])
     make(1).run()
     make(1).run()
     assert calls == [1] and "[skip] name" in capsys.readouterr().out
@@ -45,5 +45,5 @@ def test_done_stage_is_skipped_and_changed_stage_is_redone(tmp_path, monkeypatch
 def test_stage_without_its_outputs_fails_loudly(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "run_bundle", lambda *a, **k: None)
     with pytest.raises(RuntimeError, match="without writing"):
-        Stage("k", "n", tmp_path / "s", "b", ["train.json"], {}, outputs=[tmp_path / "s" / "model.pt"]).run()
+        Stage("k", "n", tmp_path / "s", "finetune", {}, outputs=[tmp_path / "s" / "model.pt"]).run()
     assert not (tmp_path / "s" / "stage.json").exists()

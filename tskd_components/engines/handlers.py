@@ -234,7 +234,8 @@ def plot_training_curves(log_csv: str | Path, png: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        plot_metric_graph(ax, key, {key: points}, yscale="log" if key == "lr" else "linear", avg_keys=())
+        log_scale = key == "lr" and all(v > 0 for _, v in points)
+        plot_metric_graph(ax, key, {key: points}, yscale="log" if log_scale else "linear", avg_keys=())
         ax.set_xlabel("epoch")
     fig.tight_layout()
     fig.savefig(png, dpi=100)

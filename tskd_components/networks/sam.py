@@ -70,7 +70,43 @@ register_sam_variant("vit_h", SamSpec(1280, 32, 16, (7, 15, 23, 31)))
 # smaller configurations of the same classes, random init only: a CPU-trainable teacher and a test size
 register_sam_variant("small", SamSpec(256, 6, 8, (1, 3, 5), window_size=8, prompt_dim=128, decoder_depth=2, decoder_mlp_dim=512, decoder_heads=4))
 register_sam_variant("tiny", SamSpec(64, 4, 2, (1, 3), window_size=4, prompt_dim=32, decoder_depth=1, decoder_mlp_dim=64, decoder_heads=2))
+# the foundation stand-in pre-trained here (tskd foundation): a 22 M-parameter encoder (4x ViT-Tiny's), SAM's decoder
+register_sam_variant("standin", SamSpec(384, 12, 6, (2, 5, 8, 11), window_size=4))
 CHECKPOINT_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
+
+
+def build_sam_parts(spec: SamSpec, image_size: int, num_mask_tokens: int = 4,
+                    patch_size: int = 16) -> tuple[ImageEncoderViT, PromptEncoder, MaskDecoder]:
+    """segment-anything's image encoder, prompt encoder and mask decoder in the shape of ``spec`` at ``image_size``,
+    with ``num_mask_tokens`` mask tokens (SAM: 4, one single-mask + three multimask outputs)."""
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of {patch_size}")
+    grid = image_size // patch_size
+    image_encoder = ImageEncoderViT(
+        img_size=image_size,
+        patch_size=patch_size,
+        embed_dim=spec.embed_dim,
+        depth=spec.depth,
+        num_heads=spec.num_heads,
+        mlp_ratio=4,
+        out_chans=spec.prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=spec.window_size,
+        global_attn_indexes=spec.global_attn_indexes,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=spec.prompt_dim, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size), mask_in_chans=16
+    )
+    mask_decoder = MaskDecoder(
+        num_multimask_outputs=num_mask_tokens - 1,
+        transformer=TwoWayTransformer(depth=spec.decoder_depth, embedding_dim=spec.prompt_dim, mlp_dim=spec.decoder_mlp_dim, num_heads=spec.decoder_heads),
+        transformer_dim=spec.prompt_dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+    )
+    return image_encoder, prompt_encoder, mask_decoder
 
 
 class PromptFreeSAM(nn.Module):
@@ -81,36 +117,10 @@ class PromptFreeSAM(nn.Module):
 
     def __init__(self, spec: SamSpec, num_classes: int, image_size: int = 1024, patch_size: int = 16) -> None:
         super().__init__()
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} must be a multiple of {patch_size}")
-        grid = image_size // patch_size
         self.spec = spec
         self.num_classes = num_classes
         self.image_size = image_size
-        self.image_encoder = ImageEncoderViT(
-            img_size=image_size,
-            patch_size=patch_size,
-            embed_dim=spec.embed_dim,
-            depth=spec.depth,
-            num_heads=spec.num_heads,
-            mlp_ratio=4,
-            out_chans=spec.prompt_dim,
-            qkv_bias=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            window_size=spec.window_size,
-            global_attn_indexes=spec.global_attn_indexes,
-        )
-        self.prompt_encoder = PromptEncoder(
-            embed_dim=spec.prompt_dim, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size), mask_in_chans=16
-        )
-        self.mask_decoder = MaskDecoder(
-            num_multimask_outputs=num_classes - 1,
-            transformer=TwoWayTransformer(depth=spec.decoder_depth, embedding_dim=spec.prompt_dim, mlp_dim=spec.decoder_mlp_dim, num_heads=spec.decoder_heads),
-            transformer_dim=spec.prompt_dim,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-        )
+        self.image_encoder, self.prompt_encoder, self.mask_decoder = build_sam_parts(spec, image_size, num_classes, patch_size)
 
     @property
     def grid_size(self) -> tuple[int, int]:
