@@ -49,7 +49,7 @@ class PromptableStep:
             pred = logits[best] > 0
             iou_true = (pred & target).sum() / (pred | target).sum().clamp(min=1)
         loss = per_mask[best] + self.weights[2] * (iou_pred[best] - iou_true) ** 2
-        return loss, {"focal": float(focal[best]), "dice": float(dice[best]), "iou": float(iou_true), "box": float(use_box)}
+        return loss, {"focal": float(focal[best].detach()), "dice": float(dice[best].detach()), "iou": float(iou_true), "box": float(use_box)}
 
     def __call__(self, engine: Engine, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         images = torch.as_tensor(batch["image"]).to(engine.state.device)

@@ -4,6 +4,7 @@
     tskd experiment --datasets hc18 ph2 --num-labeled 10 40 --seeds 0 1 2 --run-dir runs/exp
     tskd study lora-rank --datasets hc18 --values 1 4 16 64 --num-labeled 10 --run-dir runs/rank
     tskd report --run-dir runs/exp      # rebuild CSV, tables and figures from the finished cells
+    tskd foundation --targets hc18 ph2 acdc   # pre-train the SAM stand-in on every other dataset (CPU, ~40 min)
 
 Each stage is a bundle of bundles/ run through monai.bundle; re-running a command skips finished stages whose inputs
 did not change and resumes an interrupted one from its checkpoint.
@@ -21,6 +22,7 @@ import torch
 from ..data.dataset import read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, SCALES, Experiment, ExperimentSpec
 from .report import write_report
+from .stages import Stage
 
 STUDIES = {"transfer-size": "transfer_size", "lora-rank": "lora_rank", "synthetic": "transfer_size"}
 
@@ -78,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--num-labeled", type=int, nargs="+", default=[10])
     study.add_argument("--seeds", type=int, nargs="+", default=[0])
 
+    found = sub.add_parser("foundation", help="pre-train the foundation stand-in (promptable SAM) on datasets disjoint from the targets")
+    found.add_argument("--run-dir", default="runs/foundation", help="its stage folder (re-use it to resume)")
+    found.add_argument("--data-root", default="../shared/data")
+    found.add_argument("--targets", nargs="+", default=["hc18", "ph2", "acdc"], help="datasets the stand-in must never see")
+    found.add_argument("--pool", nargs="*", default=[], help="pool datasets (default: every dataset under --data-root but the targets)")
+    found.add_argument("--max-steps", type=int, default=2400, help="optimizer steps (rounded up to whole epochs)")
+    found.add_argument("--image-size", type=int, default=128)
+    found.add_argument("--seed", type=int, default=0)
+    found.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
     rep.add_argument("--run-dir", required=True)
     return parser
@@ -94,6 +106,20 @@ def study_specs(args: argparse.Namespace, datasets: list[Path]) -> list[Experime
         ExperimentSpec(**common, transfer_size=n, variant=f"synthetic_{n:05d}") for n in args.values]
 
 
+def run_foundation(args: argparse.Namespace) -> Path:
+    """The stand-in pre-training as a resumable stage; returns its checkpoint (official SAM keys)."""
+    from ..foundation import CHECKPOINT_FILE, resolve_pool, resolve_targets
+
+    targets, pool = resolve_targets(args.data_root, args.targets), resolve_pool(args.data_root, args.targets, args.pool)
+    folder = Path(args.run_dir).resolve()
+    output = folder / "standin"
+    overrides = {"data_root": str(Path(args.data_root).resolve()), "targets": [t.name for t in targets], "pool": [p.name for p in pool],
+                 "max_steps": args.max_steps, "image_size": args.image_size, "seed": args.seed, "output_dir": str(output)}
+    Stage("foundation", f"foundation stand-in (pool: {', '.join(p.name for p in pool)})", folder, "foundation", overrides,
+          inputs=[*pool, *targets], outputs=[output / CHECKPOINT_FILE, output / "promptable_dice.json"]).run()
+    return output / CHECKPOINT_FILE
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = "tskd " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -101,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.command == "report":
         write_report(args.run_dir, command)
+        return 0
+    if args.command == "foundation":
+        print(f"stand-in: {run_foundation(args)}")
         return 0
     if args.command == "pipeline":
         dataset = Path(args.dataset_dir).resolve()

@@ -23,6 +23,7 @@ STAGE_RECORD = "stage.json"
 
 # the config files of each kind of stage (later files overlay earlier ones): the one place the pipeline names them
 BUNDLE_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "foundation": ("tskd_sam_lora", ("pretrain.json",)),
     "synthesis": ("tskd_synthesis", ("train.json",)),
     "transfer_set": ("tskd_synthesis", ("train.json", "build_transfer_set.json")),
     "mae": ("tskd_ssl_pretrain", ("train.json", "mae.json")),
