@@ -55,6 +55,15 @@ def test_training_resumes_from_the_last_checkpoint(trained, tmp_path):
     assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint_epoch=3.pt", "model.pt", "resume_signature.json"]
 
 
+def test_training_stops_when_validation_dice_stalls(tmp_path):
+    # learning rate 0: validation Dice never improves after the first validation, so patience 2 stops at epoch 3
+    train(tmp_path, max_epochs=8, val_interval=1, patience=2, learning_rate=0.0)
+    summary = json.loads((tmp_path / "runs" / "hc18_n6_s0" / "training_summary.json").read_text())
+    assert summary == {"steps": 6, "epochs": 3, "max_epochs": 8, "stopped_early": True}  # 6 labels, batch 4: 2 steps an epoch
+    train(tmp_path / "capped", max_epochs=3, val_interval=1, patience=0, learning_rate=0.0)
+    assert json.loads((tmp_path / "capped" / "runs" / "hc18_n6_s0" / "training_summary.json").read_text())["stopped_early"] is False
+
+
 def test_evaluate_reports_dice_hd95_nsd_per_class(trained, capsys):
     run(
         config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "evaluate.json")],

@@ -26,7 +26,7 @@ def test_unknown_method_and_missing_sam_checkpoint_are_refused(sample_dataset, t
 
 def test_minimal_experiment_runs_reports_and_resumes(sample_dataset, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "exp"
-    args = ["experiment", "--datasets", str(sample_dataset), "--num-labeled", "4", "--methods", "scratch", "ts_kd", "mae_imagenet",
+    args = ["experiment", "--datasets", str(sample_dataset), "--num-labeled", "4", "--methods", "scratch", "scratch_matched", "ts_kd", "mae_imagenet",
             "--seeds", "0", "--scale", "tiny", "--run-dir", str(run_dir)]
 
     # interrupt the run when it reaches the distillation stage (after the cache is built)
@@ -54,12 +54,17 @@ def test_minimal_experiment_runs_reports_and_resumes(sample_dataset, tmp_path, m
 
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["method"], r["status"][:3]) for r in rows] == [("scratch", "ok"), ("mae_imagenet", "not"), ("ts_kd", "ok")]
-    for r in rows[::2]:
-        assert 0.0 <= float(r["dice"]) <= 1.0 and float(r["hd95"]) >= 0 and float(r["train_seconds"]) > 0
-        assert json.loads(open(r["labeled_ids"]).read())["ids"]
-    ts_kd = rows[2]
-    assert "random init" in ts_kd["teacher"] and 0.0 <= float(ts_kd["teacher_dice"]) <= 1.0
+    assert [(r["method"], r["status"][:3]) for r in rows] == [("scratch", "ok"), ("scratch_matched", "ok"), ("mae_imagenet", "not"), ("ts_kd", "ok")]
+    scratch, matched, _, ts_kd = rows
+    for r in (scratch, matched, ts_kd):
+        cell = run_dir / "hc18" / "finetune" / f"{r['method']}_n4_s0"
+        metrics = json.loads((cell / "run" / "eval_test" / "metrics.json").read_text())["metrics"]
+        assert float(r["dice"]) == pytest.approx(metrics["mean_dice"]["mean"]) and float(r["train_seconds"]) > 0
+        assert json.loads(open(r["labeled_ids"]).read())["ids"] == json.loads(open(scratch["labeled_ids"]).read())["ids"]
+    # matched control: as many optimizer steps as TS-KD's distillation + fine-tuning (whole epochs of 1 step at 4 labels)
+    assert int(ts_kd["pretrain_steps"]) > 0 and int(matched["pretrain_steps"]) == 0
+    assert int(matched["steps"]) == int(ts_kd["pretrain_steps"]) + int(ts_kd["steps"]) > int(scratch["steps"])
+    assert "random init" in ts_kd["teacher"] and ts_kd["teacher_dice"] != ""
     assert ts_kd["initial_weights"].endswith("student_pretrained.safetensors")
     report = (run_dir / "report.md").read_text()
     assert "| ViT-Tiny scratch | " in report and "| TS-KD | " in report and "(n=1)" in report

@@ -15,7 +15,8 @@ def rows():
         for n in (10, 40):
             for seed, noise in enumerate((0.0, 0.02, 0.04)):
                 out.append({"dataset": "hc18", "method": method, "num_labeled": n, "seed": seed, "status": "ok",
-                            "dice": base + n / 400 + noise, "hd95": 10.0 - seed, "nsd": 0.5})
+                            "dice": base + n / 400 + noise, "hd95": 10.0 - seed, "nsd": 0.5,
+                            "steps": 100 + 10 * seed, "pretrain_steps": 50 if method == "ts_kd" else 0})
     out.append({"dataset": "hc18", "method": "mae_imagenet", "num_labeled": 10, "seed": 0, "status": "not run: no weights"})
     return out
 
@@ -27,6 +28,7 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     assert f"| TS-KD | {cells[0]} | {cells[1]} |" in text and cells == ["0.745 ± 0.020 (n=3)", "0.820 ± 0.020 (n=3)"]
     assert "### hc18: HD95 (px) (lower is better)" in text
     assert "- hc18 / MAE (ImageNet): not run: no weights" in text
+    assert "| TS-KD | 50 + 110 | 50 + 110 |" in text and "| ViT-Tiny scratch | 0 + 110 | 0 + 110 |" in text  # steps table
 
 
 def test_paired_table_gives_the_difference_its_ci_and_a_verdict():
@@ -42,7 +44,7 @@ def test_figure3_and_csv(tmp_path):
     with Image.open(png) as im:
         assert im.size[0] > 400
     lines = write_csv(rows(), tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0].startswith("dataset,variant,method,num_labeled,seed,status,dice,hd95,nsd,empty_predictions,train_seconds") and len(lines) == 14
+    assert lines[0].startswith("dataset,variant,method,num_labeled,seed,status,dice,hd95,nsd,empty_predictions,pretrain_steps,steps,train_seconds") and len(lines) == 14
     with pytest.raises(ValueError, match="no finished result rows"):
         plot_dice_vs_labels(rows()[-1:], tmp_path / "empty.png")
 

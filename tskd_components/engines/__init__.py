@@ -2,14 +2,15 @@
 
 from .handlers import (
     AtomicCheckpointSaver,
+    EarlyStopping,
     LossProgressBar,
-    MetricsReport,
     NaNGuard,
     ResumeFromCheckpoint,
     RunRecorder,
     TrainingCurves,
+    TrainingSummary,
     latest_checkpoint,
     plot_training_curves,
 )
 from .training import training_handlers, validation_handlers
-from .metrics import EmptyPredictionMetric, HD95Metric, evaluation_metrics, native_resolution_postprocessing
+from .metrics import METRICS_FILE, EmptyPredictionMetric, HD95Metric, MetricsReport, evaluation_metrics, native_resolution_postprocessing

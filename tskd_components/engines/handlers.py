@@ -1,5 +1,5 @@
-"""Ignite handlers that MONAI does not provide: atomic resumable checkpoints, a NaN guard, run records,
-training curves (CSV + PNG) and a per-class metrics report."""
+"""Ignite handlers that MONAI does not provide: atomic resumable checkpoints, a NaN guard, early stopping on the
+validation metric, run records and summaries, training curves (CSV + PNG)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver, ProgressBar, TerminateOnNan
-from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.handlers import CheckpointLoader, CheckpointSaver, EarlyStopHandler
 
 from ..utils.io import write_json
 from ..utils.run_record import write_run_record
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -157,6 +156,37 @@ class NaNGuard(TerminateOnNan):
             )
 
 
+class EarlyStopping:
+    """Stop training once the validation key metric has not improved for ``patience`` validations (MONAI's
+    ``EarlyStopHandler`` on the evaluator); ``max_epochs`` stays the cap. ``patience`` 0 turns it off."""
+
+    def __init__(self, evaluator: Engine, patience: int, min_delta: float = 0.0) -> None:
+        self.evaluator, self.patience, self.min_delta = evaluator, patience, min_delta
+
+    def attach(self, trainer: Engine) -> None:
+        if self.patience > 0:
+            EarlyStopHandler(patience=self.patience, score_function=lambda e: e.state.metrics[e.state.key_metric_name],
+                             trainer=trainer, min_delta=self.min_delta, epoch_level=True).attach(self.evaluator)
+
+
+class TrainingSummary:
+    """Write ``training_summary.json`` (optimizer steps, epochs, whether training stopped before ``max_epochs``)
+    into ``output_dir`` when training completes: what fair comparisons count."""
+
+    FILE = "training_summary.json"
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        write_json(self.output_dir / self.FILE, {"steps": engine.state.iteration, "epochs": engine.state.epoch,
+                                                 "max_epochs": engine.state.max_epochs,
+                                                 "stopped_early": engine.state.epoch < engine.state.max_epochs})
+
+
 class RunRecorder:
     """Write ``config.resolved.json`` and ``versions.json`` into ``output_dir`` when the run starts."""
 
@@ -241,42 +271,3 @@ def plot_training_curves(log_csv: str | Path, png: str | Path) -> Path:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return Path(png)
-
-
-class MetricsReport:
-    """At the end of an evaluation, write ``metrics.json`` (mean and per-class values of every metric computed
-    with ``save_details``) into ``output_dir`` and print it as JSON. ``count_metrics`` (e.g.
-    ``empty_predictions``) are reported as totals over images instead of means."""
-
-    def __init__(self, output_dir: str, class_names: Sequence[str], extra: Mapping[str, Any] | None = None,
-                 count_metrics: Sequence[str] = ("empty_predictions",)) -> None:
-        self.output_dir = Path(output_dir)
-        self.class_names = list(class_names)
-        self.extra = dict(extra or {})
-        self.count_metrics = set(count_metrics)
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def __call__(self, engine: Engine) -> dict[str, Any]:
-        report: dict[str, Any] = {**self.extra, "num_images": len(engine.data_loader.dataset), "metrics": {}}
-        details = getattr(engine.state, "metric_details", {}) or {}
-        for name, value in engine.state.metrics.items():
-            entry: dict[str, Any] = {"mean": _finite_or_none(value)}
-            if name in details:
-                scores = torch.as_tensor(details[name], dtype=torch.float32)
-                if name in self.count_metrics:
-                    entry = {"total": int(scores.nansum()), "per_class": dict(zip(self.class_names, scores.nansum(0).int().tolist()))}
-                else:
-                    scores = torch.where(torch.isinf(scores), torch.nan, scores)
-                    entry["mean"] = _finite_or_none(torch.nanmean(scores))
-                    entry["per_class"] = {n: _finite_or_none(v) for n, v in zip(self.class_names, torch.nanmean(scores, dim=0).tolist())}
-            report["metrics"][name] = entry
-        write_json(self.output_dir / METRICS_FILE, report)
-        print(json.dumps(report, indent=1))
-        return report
-
-
-def _finite_or_none(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None

@@ -8,14 +8,20 @@ class of the ground truth was not predicted at all. A class absent from both sta
 
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 from monai.handlers import IgniteMetricHandler, from_engine
 from monai.metrics import CumulativeIterationMetric, HausdorffDistanceMetric, SurfaceDiceMetric
+from ignite.engine import Engine, Events
 from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, DeleteItemsd, Invertd
 
+from ..utils.io import write_json
+
+METRICS_FILE = "metrics.json"
 NATIVE_LABEL = "label_native"  # the mask as loaded, kept by preprocessing(keep_native_label=True)
 
 
@@ -84,3 +90,42 @@ def native_resolution_postprocessing(preprocessing: Compose, num_classes: int, e
         CopyItemsd(NATIVE_LABEL, names="label"),
         *extra,
     ])
+
+
+class MetricsReport:
+    """At the end of an evaluation, write ``metrics.json`` (mean and per-class values of every metric computed
+    with ``save_details``) into ``output_dir`` and print it as JSON. ``count_metrics`` (e.g.
+    ``empty_predictions``) are reported as totals over images instead of means."""
+
+    def __init__(self, output_dir: str, class_names: Sequence[str], extra: Mapping[str, Any] | None = None,
+                 count_metrics: Sequence[str] = ("empty_predictions",)) -> None:
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names)
+        self.extra = dict(extra or {})
+        self.count_metrics = set(count_metrics)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> dict[str, Any]:
+        report: dict[str, Any] = {**self.extra, "num_images": len(engine.data_loader.dataset), "metrics": {}}
+        details = getattr(engine.state, "metric_details", {}) or {}
+        for name, value in engine.state.metrics.items():
+            entry: dict[str, Any] = {"mean": _finite_or_none(value)}
+            if name in details:
+                scores = torch.as_tensor(details[name], dtype=torch.float32)
+                if name in self.count_metrics:
+                    entry = {"total": int(scores.nansum()), "per_class": dict(zip(self.class_names, scores.nansum(0).int().tolist()))}
+                else:
+                    scores = torch.where(torch.isinf(scores), torch.nan, scores)
+                    entry["mean"] = _finite_or_none(torch.nanmean(scores))
+                    entry["per_class"] = {n: _finite_or_none(v) for n, v in zip(self.class_names, torch.nanmean(scores, dim=0).tolist())}
+            report["metrics"][name] = entry
+        write_json(self.output_dir / METRICS_FILE, report)
+        print(json.dumps(report, indent=1))
+        return report
+
+
+def _finite_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None

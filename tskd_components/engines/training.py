@@ -9,7 +9,8 @@ from typing import Any, Mapping
 from ignite.engine import Engine
 from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 
-from .handlers import AtomicCheckpointSaver, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, TrainingCurves, first_loss
+from .handlers import (AtomicCheckpointSaver, EarlyStopping, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, TrainingCurves,
+                       TrainingSummary, first_loss)
 
 
 def training_handlers(
@@ -21,6 +22,7 @@ def training_handlers(
     resume: bool = True,
     evaluator: Engine | None = None,
     val_interval: int = 1,
+    patience: int = 0,
     final_model: bool = False,
     tag_name: str = "train_loss",
 ) -> list:
@@ -36,6 +38,7 @@ def training_handlers(
         resume: continue from the newest interval checkpoint in ``ckpt_dir`` if there is one.
         evaluator: validation engine run every ``val_interval`` epochs (it saves the best ``model.pt``, see
             :func:`validation_handlers`).
+        patience: with an evaluator, stop after this many validations without improvement (0: run to ``max_epochs``).
         final_model: without an evaluator, write ``checkpoint["model"]`` as ``model.pt`` when training completes.
         tag_name: TensorBoard name of the loss.
     """
@@ -47,7 +50,7 @@ def training_handlers(
     if lr_scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, epoch_level=False, print_lr=False))
     if evaluator is not None:
-        handlers.append(ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval))
+        handlers += [ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval), EarlyStopping(evaluator, patience)]
     handlers += [
         NaNGuard(ckpt_dir=ckpt_dir),
         AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True),
@@ -60,6 +63,7 @@ def training_handlers(
         TensorBoardStatsHandler(log_dir=output_dir, tag_name=tag_name, output_transform=first_loss),
         TrainingCurves(output_dir=output_dir, evaluator=evaluator, optimizer=state.get("optimizer")),
         LossProgressBar(persist=True),
+        TrainingSummary(output_dir=output_dir),
     ]
     return handlers
 

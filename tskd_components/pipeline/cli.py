@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import read_split, sample_dataset_dir
-from .experiment import METHODS, PAPER_METHODS, SCALES, Experiment, ExperimentSpec
+from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
+from .scales import SCALES
 from .report import write_report
 from .stages import Stage
 
@@ -40,9 +41,10 @@ def resolve_dataset(name: str, data_root: str) -> Path:
 
 def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--run-dir", default=run_dir, help="folder of every stage's outputs (re-use it to resume)")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="small", help="small: CPU, SAM-architecture teacher from random init; "
-                        "paper: GPU, official SAM vit_b (--sam-checkpoint)")
-    parser.add_argument("--sam-checkpoint", default="", help="official SAM checkpoint (paper scale)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small",
+                        help="small: CPU, SAM-architecture teacher from random init (an ablation); standin: CPU, the foundation "
+                        "stand-in of `tskd foundation` (--sam-checkpoint); paper: GPU, official SAM vit_b (--sam-checkpoint)")
+    parser.add_argument("--sam-checkpoint", default="", help="SAM checkpoint: official vit_b (paper scale) or the stand-in (standin scale)")
     parser.add_argument("--teacher-labels", choices=("budget", "all"), default="budget",
                         help="teacher fine-tuned on the student's labels (paper setting) or on the whole train split")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

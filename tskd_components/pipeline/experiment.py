@@ -15,69 +15,22 @@ from typing import Any
 from ..data.dataset import read_dataset_info, read_split
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
+from .scales import SCALES, Scale
 from .stages import Stage
 
 from ..distill.cache import INDEX as CACHE_INDEX
-from ..engines.handlers import METRICS_FILE
+from ..engines.handlers import TrainingSummary
+from ..engines.metrics import METRICS_FILE
+from ..foundation.model import read_standin_record
 from ..networks.lora import MERGED_FILE
 
 PRETRAINED_FILE = "student_pretrained.safetensors"  # where pre-training stages export the student (export_path)
 
-METHODS = ("scratch", "unet_scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
+METHODS = ("scratch", "scratch_matched", "unet_scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
 PAPER_METHODS = ("scratch", "mae_imagenet", "mae", "mocov3", "ta_kd", "ts_kd")
 RESULT_FILE = "result.json"
 # a MONAI BasicUNet of about the student's size (6.5 M parameters at 2 classes), the reference a user would pick
 UNET_FEATURES = (32, 64, 128, 256, 416, 32)
-
-
-@dataclass(frozen=True)
-class Scale:
-    """Sizes and schedules of one experiment scale. Steps are optimiser iterations (epochs follow the label budget).
-
-    Args:
-        image_size: student and teacher input size (px).
-        sam_variant: teacher architecture (a registered SAM variant).
-        random_init: teacher built untrained (no SAM weights) instead of from ``--sam-checkpoint``.
-        teacher_train_encoder: also train the teacher's encoder weights (only sensible with ``random_init``).
-        teacher_steps, teacher_batch: teacher fine-tuning schedule.
-        lora_rank: LoRA rank of the teacher (alpha = rank).
-        distill_epochs: distillation epochs over the transfer set.
-        mae_epochs, mocov3_epochs: self-supervised baselines' epochs over the transfer set.
-        finetune_steps, finetune_batch: student fine-tuning schedule.
-        synthesis_image_size, synthesis_epochs, ddim_steps: diffusion model size, training and sampling steps.
-    """
-
-    image_size: int
-    sam_variant: str
-    random_init: bool
-    teacher_train_encoder: bool
-    teacher_steps: int
-    teacher_batch: int
-    lora_rank: int
-    distill_epochs: int
-    mae_epochs: int
-    mocov3_epochs: int
-    finetune_steps: int
-    finetune_batch: int
-    synthesis_image_size: int
-    synthesis_epochs: int
-    ddim_steps: int
-
-
-SCALES = {
-    # test size: the real ViT-Tiny student and a tiny SAM of the real classes at 64 px
-    "tiny": Scale(image_size=64, sam_variant="tiny", random_init=True, teacher_train_encoder=True, teacher_steps=4, teacher_batch=4,
-                  lora_rank=4, distill_epochs=1, mae_epochs=1, mocov3_epochs=1, finetune_steps=4, finetune_batch=4,
-                  synthesis_image_size=32, synthesis_epochs=1, ddim_steps=4),
-    # CPU size: SAM `small` architecture trained here from random init (no SAM weights on CPU machines)
-    "small": Scale(image_size=128, sam_variant="small", random_init=True, teacher_train_encoder=True, teacher_steps=300, teacher_batch=8,
-                   lora_rank=4, distill_epochs=10, mae_epochs=20, mocov3_epochs=10, finetune_steps=100, finetune_batch=8,
-                   synthesis_image_size=64, synthesis_epochs=25, ddim_steps=25),
-    # GPU size: SAM vit_b from the official checkpoint (--sam-checkpoint), LoRA on the frozen encoder
-    "paper": Scale(image_size=256, sam_variant="vit_b", random_init=False, teacher_train_encoder=False, teacher_steps=3000, teacher_batch=8,
-                   lora_rank=4, distill_epochs=100, mae_epochs=400, mocov3_epochs=200, finetune_steps=2000, finetune_batch=8,
-                   synthesis_image_size=128, synthesis_epochs=500, ddim_steps=50),
-}
 
 
 @dataclass
@@ -224,7 +177,7 @@ class Experiment:
 
     def initial_weights(self, dataset: Path, method: str, num_labeled: int, seed: int) -> tuple[str, dict[str, Any]]:
         """Weights the student starts from for ``method`` and what they came from."""
-        if method in ("scratch", "unet_scratch"):
+        if method in ("scratch", "scratch_matched", "unet_scratch"):
             return "", {}
         if method == "mae_imagenet":
             return self.spec.mae_imagenet_weights, {"weights": self.spec.mae_imagenet_weights}
@@ -242,6 +195,9 @@ class Experiment:
 
     def teacher_description(self, frozen: bool = False) -> str:
         weights = self.spec.sam_checkpoint or "random init (no SAM weights)"
+        record = read_standin_record(self.spec.sam_checkpoint) if self.spec.sam_checkpoint else None
+        if record:
+            weights = f"stand-in pre-trained here on {', '.join(record['pool'])}, {record['steps']} steps, sha256 {record['sha256'][:12]}"
         what = "frozen" if frozen else f"LoRA r{self.p.lora_rank}, {'encoder trained' if self.p.teacher_train_encoder else 'encoder frozen'}, labels: {self.spec.teacher_labels}"
         return f"SAM {self.p.sam_variant} [{weights}], {what}"
 
@@ -255,11 +211,17 @@ class Experiment:
             write_json(folder / RESULT_FILE, row)
             return row
         weights, provenance = self.initial_weights(dataset, method, num_labeled, seed)
-        epochs = epochs_for(self.p.finetune_steps, num_labeled, self.p.finetune_batch)
+        steps, patience = self.p.finetune_steps, self.p.finetune_patience
+        if method == "scratch_matched":  # as many optimizer steps as TS-KD's distillation + fine-tuning, no early stop
+            ts_kd = self.finetune(dataset, "ts_kd", num_labeled, seed)
+            steps, patience = ts_kd["pretrain_steps"] + ts_kd["steps"], 0
+            provenance = {"matched_to": f"ts_kd: {ts_kd['pretrain_steps']} distillation + {ts_kd['steps']} fine-tuning steps"}
+        epochs = epochs_for(steps, num_labeled, self.p.finetune_batch)
         metrics = folder / "run" / "eval_test" / METRICS_FILE
         overrides = {**self._common(dataset), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
-                     "val_interval": max(1, epochs // 10), "batch_size": self.p.finetune_batch, "initial_weights": weights,
-                     "output_dir": str(folder / "run"), "ckpt_dir": str(folder / "models"), "metrics_dir": str(metrics.parent)}
+                     "val_interval": max(1, epochs // (20 if patience else 10)), "batch_size": self.p.finetune_batch,
+                     "initial_weights": weights, "output_dir": str(folder / "run"), "ckpt_dir": str(folder / "models"),
+                     "metrics_dir": str(metrics.parent)} | ({"patience": patience} if patience else {})
         if method == "unet_scratch":
             overrides["network_def"] = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels",
                                         "out_channels": "@num_classes", "features": list(UNET_FEATURES)}
@@ -269,6 +231,7 @@ class Experiment:
         row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
                     "empty_predictions": m.get("empty_predictions", {}).get("total"),
                     "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,
+                    "steps": read_steps(folder / "run"), "pretrain_steps": read_steps(Path(weights).parent) if weights else 0,
                     "labeled_ids": str(folder / "run" / "labeled_ids.json"), "masks_dir": str(metrics.parent / "overlays")})
         write_json(folder / RESULT_FILE, row)
         return row
@@ -288,6 +251,12 @@ class Experiment:
                     for seed in self.spec.seeds:
                         rows.append(self.finetune(Path(dataset), method, num_labeled, seed))
         return rows
+
+
+def read_steps(run_folder: Path) -> int | None:
+    """Optimizer steps a training run took (its ``training_summary.json``; ``None`` for runs that predate it)."""
+    summary = Path(run_folder) / TrainingSummary.FILE
+    return json.loads(summary.read_text())["steps"] if summary.is_file() else None
 
 
 def collect_results(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -15,17 +15,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..data.dataset import load_datalist, read_dataset_info  # noqa: E402
+from ..data.dataset import load_datalist, read_dataset_info, read_split  # noqa: E402
 from ..data.transforms import LoadSliceOrImaged  # noqa: E402
 from ..visualize import overlay, to_display  # noqa: E402
 from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # noqa: E402
-from .experiment import METHODS, SCALES, collect_results  # noqa: E402
+from .experiment import METHODS, collect_results  # noqa: E402
+from .scales import SCALES  # noqa: E402
 from .statistics import mean_ci, paired_differences  # noqa: E402
 
-CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "train_seconds", "teacher",
+CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
+               "steps", "train_seconds", "teacher",
                "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
 METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
-LABELS = {"scratch": "ViT-Tiny scratch", "unet_scratch": "UNet scratch (reference)", "mae_imagenet": "MAE (ImageNet)",
+LABELS = {"scratch": "ViT-Tiny scratch", "scratch_matched": "ViT-Tiny scratch, matched steps", "unet_scratch": "UNet scratch (reference)", "mae_imagenet": "MAE (ImageNet)",
           "mae": "MAE (transfer set)", "mocov3": "MoCo v3", "ta_kd": "TA-KD", "ts_kd": "TS-KD"}
 
 
@@ -49,6 +51,12 @@ def _panel(row: dict[str, Any]) -> str:
     return row["dataset"] + (f" [{row['variant']}]" if row.get("variant") else "")
 
 
+def _val_note(groups: dict, panel: str) -> str:
+    """' (+V val)': the validation labels every method also used (checkpoint selection, early stopping)."""
+    row = next(r for (p, _, _), rs in groups.items() if p == panel for r in rs)
+    return f" (+{len(read_split(row['dataset_dir'])['val'])} val)" if row.get("dataset_dir") else ""
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None]
     if not values:
@@ -64,9 +72,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     for panel in panels:
         budgets = sorted({n for p, _, n in groups if p == panel})
         methods = [m for m in METHODS if any((panel, m, n) in groups for n in budgets)]
+        header = " | ".join(f"{n} labels{_val_note(groups, panel)}" for n in budgets)
         for key, title, better in METRICS:
-            lines += [f"### {panel}: {title} ({better})", "", "| method | " + " | ".join(f"{n} labels" for n in budgets) + " |",
-                      "|---|" + "---|" * len(budgets)]
+            lines += [f"### {panel}: {title} ({better})", "", f"| method | {header} |", "|---|" + "---|" * len(budgets)]
             for m in methods:
                 cells = []
                 for n in budgets:
@@ -75,6 +83,16 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
                     cells.append(f"{mu:.3f} ± {sd:.3f} (n={len(group)})" if group else "–")
                 lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
             lines.append("")
+        lines += [f"### {panel}: optimizer steps, pre-training + fine-tuning (mean over seeds)", "", f"| method | {header} |",
+                  "|---|" + "---|" * len(budgets)]
+        for m in methods:
+            cells = []
+            for n in budgets:
+                group = [r for r in groups.get((panel, m, n), []) if r.get("steps") is not None]
+                cells.append(f"{statistics.fmean(r.get('pretrain_steps') or 0 for r in group):.0f} + "
+                             f"{statistics.fmean(r['steps'] for r in group):.0f}" if group else "–")
+            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append("")
     not_run = sorted({(r["dataset"], r["method"], r["status"]) for r in rows if r.get("status") != "ok"})
     if not_run:
         lines += ["### Not run", ""] + [f"- {d} / {LABELS.get(m, m)}: {s}" for d, m, s in not_run] + [""]
