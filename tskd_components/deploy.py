@@ -11,6 +11,7 @@ import onnxruntime
 import torch
 from monai.bundle import ConfigParser, ckpt_export, onnx_export
 
+from .utils.io import write_json
 from .utils.weights import file_digest
 
 
@@ -47,7 +48,7 @@ def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int =
         "onnx_max_abs_diff": float(np.abs(onnx_out - reference).max()),
         "onnxruntime": onnxruntime.__version__,
     }
-    (models / "export_parity.json").write_text(json.dumps(report, indent=1))
+    write_json(models / "export_parity.json", report)
     return report
 
 
@@ -61,10 +62,10 @@ def write_input_size(configs: str | Path, image_size: int, in_channels: int, cla
     fmt["inputs"]["image"].update(spatial_shape=[image_size] * 2, num_channels=in_channels)
     fmt["outputs"]["pred"].update(spatial_shape=[image_size] * 2, num_channels=len(classes),
                                   channel_def={str(k): v for k, v in sorted(classes.items())})
-    (configs / "metadata.json").write_text(json.dumps(meta, indent=4))
+    write_json(configs / "metadata.json", meta, indent=4)
     inference = json.loads((configs / "inference.json").read_text())
     inference.update(image_size=image_size, in_channels=in_channels, num_classes=len(classes))
-    (configs / "inference.json").write_text(json.dumps(inference, indent=4))
+    write_json(configs / "inference.json", inference, indent=4)
 
 
 def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str | Path, method: str = "scratch",
@@ -107,7 +108,7 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     metrics = run / "eval_test" / "metrics.json"
     if metrics.is_file():
         meta["eval_metrics"] = {k: v["mean"] for k, v in json.loads(metrics.read_text())["metrics"].items()}
-    (stage / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4))
+    write_json(stage / "configs" / "metadata.json", meta, indent=4)
     archive = shutil.make_archive(str(Path(output_dir) / name), "zip", root_dir=stage.parent, base_dir=name)
     shutil.rmtree(stage.parent)
     return Path(archive)

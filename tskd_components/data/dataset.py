@@ -18,6 +18,8 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..utils.io import write_json
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii.gz", ".nii")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 SPLITS = ("train", "val", "test")
@@ -194,7 +196,7 @@ def labeled_datalist(
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         record = {"dataset_dir": str(dataset_dir), "num_labeled": num_labeled, "seed": seed, "ids": sorted(chosen)}
-        (out / "labeled_ids.json").write_text(json.dumps(record, indent=1))
+        write_json(out / "labeled_ids.json", record)
     return subset
 
 

@@ -107,7 +107,7 @@ class ResumeFromCheckpoint:
     def attach(self, engine: Engine) -> None:
         if self.signature:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (self.ckpt_dir / self.SIGNATURE).write_text(json.dumps(self.signature, indent=1))
+            write_json(self.ckpt_dir / self.SIGNATURE, self.signature)
         if self.path is not None:
             logger.info(f"resuming from {self.path}")
             load_dict = {**self.load_dict, self.engine_key: engine}

@@ -14,6 +14,7 @@ from torchvision.models import resnet18
 
 from ..utils.weights import read_state_dict
 from .diffusion import to_uint8
+from ..utils.io import write_json
 
 
 def feature_network(weights: str | Path | None = None, seed: int = 0) -> tuple[torch.nn.Module, str]:
@@ -76,7 +77,7 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
     fid = float(FIDMetric()(features(net, synthetic), features(net, real)))
     report = {"fid": fid, "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
               "grid": "samples_grid.png", "histograms": "histograms.png"}
-    (out / "quality.json").write_text(json.dumps(report, indent=1))
+    write_json(out / "quality.json", report)
     return report
 
 

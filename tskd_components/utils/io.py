@@ -18,11 +18,11 @@ def atomic_path(path: str | Path) -> Path:
     return Path(tmp)
 
 
-def write_json(path: str | Path, payload: Any, indent: int = 1) -> Path:
+def write_json(path: str | Path, payload: Any, indent: int = 1, sort_keys: bool = False) -> Path:
     """Write ``payload`` as JSON atomically: a reader sees the old file or the new one, never half of it."""
     tmp = atomic_path(path)
     try:
-        tmp.write_text(json.dumps(payload, indent=indent, default=str))
+        tmp.write_text(json.dumps(payload, indent=indent, default=str, sort_keys=sort_keys))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
+from .io import write_json
 
 PACKAGES = ("tskd", "torch", "torchvision", "monai", "pytorch-ignite", "timm", "segment-anything", "peft", "diffusers", "numpy")
 
@@ -36,6 +36,6 @@ def write_run_record(output_dir: str | Path, config: Mapping[str, Any]) -> Path:
     """Write ``config.resolved.json`` and ``versions.json`` into ``output_dir``; return the folder."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.resolved.json").write_text(json.dumps(_jsonable(config), indent=1, sort_keys=True))
-    (out / "versions.json").write_text(json.dumps(package_versions(), indent=1))
+    write_json(out / "config.resolved.json", _jsonable(config), sort_keys=True)
+    write_json(out / "versions.json", package_versions())
     return out
