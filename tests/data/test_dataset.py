@@ -144,3 +144,32 @@ def test_missing_dataset_json_and_folder(hc18, small_copy, tmp_path):
         load_datalist(root, "train")
     with pytest.raises(DatasetError, match="does not exist; pass --dataset_dir"):
         read_dataset_info(tmp_path / "nowhere")
+
+
+def test_an_id_in_two_splits_is_refused(hc18, small_copy):
+    root = small_copy(hc18)
+    split = json.loads((root / "split.json").read_text())
+    split["test"].append(split["train"][0])
+    (root / "split.json").write_text(json.dumps(split))
+    with pytest.raises(DatasetError, match=rf"ids in both 'train' and 'test' \(leakage\): \['{split['train'][0]}'\]"):
+        load_datalist(root, "train")
+
+
+def test_duplicate_ids_are_refused(hc18, small_copy):
+    root = small_copy(hc18)
+    split = json.loads((root / "split.json").read_text())
+    split["train"] += split["train"][:2]
+    (root / "split.json").write_text(json.dumps(split))
+    with pytest.raises(DatasetError, match="ids listed more than once in 'train'"):
+        labeled_datalist(root, 4, 0)
+
+
+def test_classes_with_gaps_and_a_word_for_channels_are_refused_with_the_right_cause(hc18, small_copy):
+    root = small_copy(hc18)
+    meta = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps(meta | {"classes": {"0": "bg", "1": "a", "5": "b"}}))
+    with pytest.raises(DatasetError, match=r"class indices must run 0..2 without gaps, got \[0, 1, 5\]"):
+        read_dataset_info(root)
+    (root / "dataset.json").write_text(json.dumps(meta | {"image_channels": "rgb"}))
+    with pytest.raises(DatasetError, match="'image_channels' must be the number 1 \\(grey\\) or 3 \\(RGB\\), got 'rgb'"):
+        read_dataset_info(root)

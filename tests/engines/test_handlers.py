@@ -46,6 +46,51 @@ def test_atomic_checkpoints_resume_and_prune(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=3.pt"]
 
 
+def test_a_kill_between_writing_the_new_checkpoint_and_removing_the_old_loses_nothing(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    data = [torch.randn(4, 3) for _ in range(2)]
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = make_trainer(model, opt, {})
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_engine_as="trainer", save_interval=1, n_saved=1)
+    pruned = []
+
+    def killed_after_the_write(engine):  # epoch 2's checkpoint is written, then the process dies before pruning
+        if engine.state.epoch == 2:
+            raise KeyboardInterrupt
+        pruned.append(engine.state.epoch)
+
+    monkeypatch.setattr(saver, "_prune", killed_after_the_write)
+    (tmp_path / "tmpab12cd34").write_bytes(b"")  # a half-written temp file of an earlier kill: removed on attach
+    saver.attach(trainer)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(data, max_epochs=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=2.pt"  # the re-run resumes from the newest epoch
+    rerun = make_trainer(model, opt, {})
+    ResumeFromCheckpoint(str(tmp_path), {"model": model, "optimizer": opt}).attach(rerun)
+    AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_engine_as="trainer", save_interval=1, n_saved=1).attach(rerun)
+    epochs = []
+    rerun.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
+    rerun.run(data, max_epochs=3)
+    assert epochs == [3] and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=3.pt"]
+
+
+def test_best_model_is_replaced_in_place_never_deleted_first(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 1)
+    evaluator = Engine(lambda e, b: None)
+    scores = iter([0.5, 0.7])
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"dice": next(scores)}))
+    evaluator.state.key_metric_name = "dice"
+    AtomicCheckpointSaver(str(tmp_path), {"model": model}, save_key_metric=True, key_metric_name="dice",
+                          key_metric_filename="model.pt").attach(evaluator)
+    removed = []
+    monkeypatch.setattr("pathlib.Path.unlink", lambda self, missing_ok=False: removed.append(self.name))
+    evaluator.run([0], max_epochs=1)
+    evaluator.run([0], max_epochs=2)
+    assert (tmp_path / "model.pt").is_file() and "model.pt" not in removed
+
+
 def test_resume_disabled_or_empty_dir(tmp_path):
     assert ResumeFromCheckpoint(str(tmp_path), {}).path is None
     (tmp_path / "checkpoint_epoch=4.pt").write_bytes(b"")

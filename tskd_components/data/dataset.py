@@ -62,11 +62,17 @@ def read_dataset_info(dataset_dir: str | Path) -> DatasetInfo:
     meta = _read_json(meta_file, "a dataset.json with 'name', 'classes' and 'image_channels'")
     try:
         classes = {int(k): str(v) for k, v in meta["classes"].items()}
-        channels = int(meta.get("image_channels", 1))
     except (KeyError, AttributeError, ValueError) as err:
         raise DatasetError(f"{meta_file}: 'classes' must map class indices to names (e.g. {{\"0\": \"background\", \"1\": \"lesion\"}}): {err}") from err
+    try:
+        channels = int(meta.get("image_channels", 1))
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"{meta_file}: 'image_channels' must be the number 1 (grey) or 3 (RGB), got {meta.get('image_channels')!r}") from err
     if 0 not in classes or len(classes) < 2:
         raise DatasetError(f"{meta_file}: 'classes' must contain 0 (background) and at least one foreground class, got {classes}")
+    if sorted(classes) != list(range(len(classes))):
+        raise DatasetError(f"{meta_file}: class indices must run 0..{len(classes) - 1} without gaps, got {sorted(classes)}; "
+                           "renumber the classes (and the mask values) so they are contiguous")
     if channels not in (1, 3):
         raise DatasetError(f"{meta_file}: 'image_channels' must be 1 (grey) or 3 (RGB), got {channels}")
     return DatasetInfo(root, str(meta.get("name", root.name)), str(meta.get("modality", "")), classes, channels)
@@ -78,7 +84,17 @@ def read_split(dataset_dir: str | Path) -> dict[str, list[str]]:
     split = _read_json(split_file, "a split.json with 'train', 'val' and 'test' id lists")
     if not isinstance(split, dict) or not any(k in split for k in SPLITS):
         raise DatasetError(f"{split_file}: expected an object with 'train', 'val' and 'test' id lists")
-    return {k: [str(i) for i in split.get(k, [])] for k in SPLITS}
+    out = {k: [str(i) for i in split.get(k, [])] for k in SPLITS}
+    for k, ids in out.items():
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise DatasetError(f"{split_file}: ids listed more than once in '{k}': {repeated[:5]}; list each id once")
+    for i, a in enumerate(SPLITS):
+        for b in SPLITS[i + 1:]:
+            shared = sorted(set(out[a]) & set(out[b]))
+            if shared:
+                raise DatasetError(f"{split_file}: ids in both '{a}' and '{b}' (leakage): {shared[:5]}; every id belongs to one split")
+    return out
 
 
 def find_file(folder: Path, item_id: str) -> Path | None:

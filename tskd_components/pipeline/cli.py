@@ -22,7 +22,7 @@ import torch
 from ..data.dataset import read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
 from .scales import SCALES
-from .report import write_report
+from .report import paired_markdown, read_csv, write_report
 from .stages import Stage
 
 STUDIES = {"transfer-size": "transfer_size", "lora-rank": "lora_rank", "synthetic": "transfer_size"}
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
-    rep.add_argument("--run-dir", required=True)
+    rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
+    rep.add_argument("--paired-from-csv", help="only print the paired-difference tables (95%% CIs) of a results.csv")
     return parser
 
 
@@ -128,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     if args.command == "report":
-        write_report(args.run_dir, command)
+        if args.paired_from_csv:
+            print(paired_markdown(read_csv(args.paired_from_csv)))
+        else:
+            write_report(args.run_dir, command)
         return 0
     if args.command == "foundation":
         print(f"stand-in: {run_foundation(args)}")

@@ -39,6 +39,15 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     return Path(path)
 
 
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Result rows of a ``results.csv`` (numbers parsed), e.g. of an experiment whose run folder is gone."""
+    rows = list(csv.DictReader(open(path)))
+    for r in rows:
+        for key in ("dice", "hd95", "nsd", "steps", "pretrain_steps"):
+            r[key] = float(r[key]) if r.get(key) not in (None, "") else None
+    return rows
+
+
 def _group(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
     groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
