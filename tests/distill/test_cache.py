@@ -45,7 +45,9 @@ def test_stale_cache_is_refused(teacher, hc18, tmp_path):
         TeacherCache(tmp_path / "c", teacher_id="teacher-b", layers=[1, 3])
     with pytest.raises(StaleCacheError, match=r"layers \[1, 3\] != expected \[0, 1\]"):
         TeacherCache(tmp_path / "c", teacher_id="teacher-a", layers=[0, 1])
-    cache = TeacherCache(tmp_path / "c", teacher_id="teacher-a", layers=[1, 3])
+    with pytest.raises(StaleCacheError, match="built at 64 px, this run uses 128 px"):
+        TeacherCache(tmp_path / "c", teacher_id="teacher-a", layers=[1, 3], image_size=128)
+    cache = TeacherCache(tmp_path / "c", teacher_id="teacher-a", layers=[1, 3], image_size=64)
     assert cache[items[0]["id"]]["hidden"][0].shape == (64, 2, 2)  # pooled 4x4 -> 2x2
     with pytest.raises(StaleCacheError, match="is not in teacher cache"):
         cache.verify_sources([{"id": "other", "image": items[0]["image"]}])

@@ -38,3 +38,11 @@ def test_missing_checkpoint_names_the_expected_file(tmp_path):
         build_lora_sam("vit_b", 2, 256, sam_checkpoint=tmp_path / "sam_vit_b.pth")
     with pytest.raises(ValueError, match="unknown SAM variant 'vit_s'"):
         build_prompt_free_sam("vit_s", random_init=True)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    from tskd_components.networks import create_student
+
+    torch.save({"model": create_student("vit_tiny", image_size=64, depth=2, hidden_indices=(0, 0, 1, 1)).state_dict()}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"model.pt is not a SAM tiny checkpoint: only 0 of the \d+ tensors"):
+        build_lora_sam("tiny", 2, 64, sam_checkpoint=tmp_path / "model.pt")

@@ -100,3 +100,10 @@ def test_study_runs_one_variant_per_value(sample_dataset, tmp_path):
     assert Experiment(specs[1])._shared_root(sample_dataset).name == "hc18"  # teachers and synthesis are shared
     args = build_parser().parse_args(["study", "synthetic", "--values", "48", "--datasets", str(sample_dataset), "--run-dir", str(tmp_path)])
     assert [(s.variant, s.transfer_size) for s in study_specs(args, [sample_dataset])] == [("real_only", 0), ("synthetic_00048", 48)]
+
+
+def test_budgets_and_checkpoints_are_checked_before_any_stage(sample_dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"label budgets must be at least 1, got \[0\]"):
+        ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[0])
+    with pytest.raises(FileNotFoundError, match="--sam-checkpoint .*nope.pth does not exist"):
+        ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], scale="standin", sam_checkpoint=str(tmp_path / "nope.pth"))

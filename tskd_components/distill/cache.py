@@ -116,7 +116,8 @@ class TeacherCacheWriter:
 class TeacherCache:
     """Read-only access to a cache; checks it against the expected teacher and layers on open."""
 
-    def __init__(self, cache_dir: str | Path, teacher_id: str | None = None, layers: Sequence[int] | None = None) -> None:
+    def __init__(self, cache_dir: str | Path, teacher_id: str | None = None, layers: Sequence[int] | None = None,
+                 image_size: int | None = None) -> None:
         self.dir = Path(cache_dir)
         index = self.dir / INDEX
         if not index.is_file():
@@ -127,6 +128,8 @@ class TeacherCache:
             problems.append(f"teacher {self.meta['teacher_id'][:12]} != expected {teacher_id[:12]}")
         if layers is not None and list(layers) != self.meta["layers"]:
             problems.append(f"layers {self.meta['layers']} != expected {list(layers)}")
+        if image_size is not None and self.meta.get("image_size") != image_size:
+            problems.append(f"built at {self.meta.get('image_size')} px, this run uses {image_size} px")
         if problems:
             raise StaleCacheError(f"teacher cache {self.dir} is stale: {'; '.join(problems)}; rebuild it with build_cache.json (or point cache_dir elsewhere)")
         self._handles: dict[int, Any] = {}
@@ -184,6 +187,7 @@ def build_teacher_cache(
     for start in tqdm(range(0, len(items), batch_size), desc="teacher cache", unit="batch"):
         batch = items[start : start + batch_size]
         images = torch.stack([torch.as_tensor(transform(dict(it))["image"]) for it in batch]).to(device)
+        writer.meta["image_size"] = int(images.shape[-1])
         logits, hidden = teacher.forward_with_hidden(images, layers)
         for i, it in enumerate(batch):
             writer.add(it["id"], it["image"], [h[i].cpu() for h in hidden], None if mode == "frozen" else logits[i].cpu())

@@ -177,7 +177,7 @@ class NaNGuard(TerminateOnNan):
         if engine.should_terminate and not already_stopping:
             last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir else None
             raise FloatingPointError(
-                f"loss became {self._output_transform(engine.state.output)} at epoch {engine.state.epoch}, iteration "
+                f"loss became {float(self._output_transform(engine.state.output))} at epoch {engine.state.epoch}, iteration "
                 f"{engine.state.iteration}; lower the learning rate or check the inputs for NaN/Inf"
                 + (f"; the last good checkpoint is {last} (training resumes from it)" if last else "")
             )

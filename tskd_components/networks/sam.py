@@ -211,6 +211,11 @@ def build_prompt_free_sam(
         )
     state = read_state_dict(checkpoint)
     adapted = adapt_sam_state_dict(state, model)
+    own = model.state_dict()
+    if len(adapted) < 0.95 * len(own):
+        raise ValueError(f"{checkpoint} is not a SAM {variant} checkpoint: only {len(adapted)} of the {len(own)} tensors of "
+                         f"SAM {variant} fit (its keys look like {sorted(state)[:3]}); pass the official SAM file of this variant "
+                         "(or the foundation stand-in with sam_variant standin)")
     missing, unexpected = model.load_state_dict(adapted, strict=False)
     skipped = sorted(set(state) - set(adapted))
     logger.info(f"loaded {checkpoint}: {len(adapted)} tensors; not loaded {len(skipped)} {skipped[:5]}; left at init {len(missing)} {missing[:5]}")

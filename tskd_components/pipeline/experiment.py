@@ -60,8 +60,12 @@ class ExperimentSpec:
             raise ValueError("teacher_labels must be 'budget' (teacher sees the student's labels) or 'all' (whole train split)")
         for d in self.datasets:
             read_dataset_info(d)  # clear error for a folder that is not a dataset
+        if any(n < 1 for n in self.num_labeled):
+            raise ValueError(f"label budgets must be at least 1, got {self.num_labeled}")
         params = SCALES[self.scale]
-        if not params.random_init and not self.sam_checkpoint and {"ta_kd", "ts_kd"} & set(self.methods):
+        if self.sam_checkpoint and not Path(self.sam_checkpoint).is_file():
+            raise FileNotFoundError(f"--sam-checkpoint {self.sam_checkpoint} does not exist")
+        if not params.random_init and not self.sam_checkpoint and {"ta_kd", "ts_kd", "scratch_matched"} & set(self.methods):
             raise FileNotFoundError(f"scale {self.scale!r} fine-tunes the official SAM {params.sam_variant}: pass --sam-checkpoint "
                                     "(e.g. sam_vit_b_01ec64.pth from https://github.com/facebookresearch/segment-anything)")
 
