@@ -1,6 +1,7 @@
 """Stage bookkeeping: signatures, skip when done, redo when inputs change."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,50 @@ def test_stage_without_its_outputs_fails_loudly(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="without writing"):
         Stage("k", "n", tmp_path / "s", "finetune", {}, outputs=[tmp_path / "s" / "model.pt"]).run()
     assert not (tmp_path / "s" / "stage.json").exists()
+
+
+def _slow_bundle(name, configs, bundle_root, **overrides):
+    import time as _time
+
+    with open(Path(bundle_root).parent / "calls.txt", "a") as f:
+        f.write("run\n")
+    _time.sleep(1.5)
+    (Path(bundle_root) / "out.txt").write_text("done")
+
+
+def _run_stage(folder):
+    stages.run_bundle = _slow_bundle  # forked child: the fake bundle
+    Stage("kind", "shared stage", folder, "finetune", {}, outputs=[folder / "out.txt"]).run()
+
+
+def test_two_processes_on_one_stage_run_it_once_and_both_finish(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_run_stage, args=(tmp_path / "s",)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert (tmp_path / "calls.txt").read_text() == "run\n"  # the second waited, then found it done and skipped
+
+
+def test_the_lock_of_a_killed_process_does_not_block(tmp_path, monkeypatch):
+    import fcntl
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / ".s.lock").write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, time; f = open(r'%s', 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+                               "print('locked', flush=True); time.sleep(60)" % (tmp_path / ".s.lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with open(tmp_path / ".s.lock") as f:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held while the holder lives
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    monkeypatch.setattr(stages, "run_bundle", lambda name, configs, bundle_root, **o: (Path(bundle_root) / "out.txt").write_text("x"))
+    Stage("kind", "n", tmp_path / "s", "finetune", {}, outputs=[tmp_path / "s" / "out.txt"]).run()  # taken over, no wait
+    assert (tmp_path / "s" / "stage.json").is_file()

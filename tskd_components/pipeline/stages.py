@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from monai.bundle import run
 
@@ -69,6 +72,28 @@ def input_digest(path: str | Path) -> str:
     raise FileNotFoundError(f"stage input {path} does not exist; run the stage that makes it first")
 
 
+@contextmanager
+def stage_lock(folder: Path, name: str) -> Iterator[None]:
+    """Hold ``.<folder>.lock`` beside ``folder`` while a process works in it (``flock``: the kernel releases the lock
+    of a process that dies, so a killed run never leaves a stale lock). A second process waits, saying who holds it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            print(f"[wait] {name}: {f.read().strip() or 'another process'} is working in {folder}", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @dataclass
 class Stage:
     """One bundle run writing into ``folder``.
@@ -115,7 +140,12 @@ class Stage:
         return rec is not None and rec["signature"] == signature and all(Path(p).exists() for p in self.outputs)
 
     def run(self) -> float:
-        """Run unless done; returns the stage's seconds (recorded ones when skipped)."""
+        """Run unless done; returns the stage's seconds (recorded ones when skipped). One process at a time works in
+        the stage's folder; another waits for it and then skips (done) or resumes (interrupted)."""
+        with stage_lock(self.folder, self.name):
+            return self._run()
+
+    def _run(self) -> float:
         signature = self.signature()
         if self.is_done(signature):
             print(f"[skip] {self.name}: done, inputs unchanged ({self.folder})", flush=True)
