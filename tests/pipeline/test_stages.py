@@ -95,3 +95,19 @@ def test_the_lock_of_a_killed_process_does_not_block(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "run_bundle", lambda name, configs, bundle_root, **o: (Path(bundle_root) / "out.txt").write_text("x"))
     Stage("kind", "n", tmp_path / "s", "finetune", {}, outputs=[tmp_path / "s" / "out.txt"]).run()  # taken over, no wait
     assert (tmp_path / "s" / "stage.json").is_file()
+
+
+def test_an_interrupted_stage_is_resumed_with_its_settings_and_cleared_with_others(tmp_path, monkeypatch, capsys):
+    def interrupted(name, configs, bundle_root, **overrides):
+        (Path(bundle_root) / "checkpoint_epoch=1.pt").write_text(str(overrides["max_epochs"]))
+        raise KeyboardInterrupt
+
+    make = lambda epochs: Stage("kind", "name", tmp_path / "s", "finetune", {"max_epochs": epochs}, outputs=[tmp_path / "s" / "out.txt"])
+    monkeypatch.setattr(stages, "run_bundle", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make(1).run()
+    seen = []
+    monkeypatch.setattr(stages, "run_bundle", lambda name, configs, bundle_root, **o: (seen.append(sorted(p.name for p in Path(bundle_root).iterdir())),
+                                                                                       (Path(bundle_root) / "out.txt").write_text("x")))
+    make(2).run()  # other settings: the interrupted run's checkpoint must not be resumed
+    assert "[redo] name" in capsys.readouterr().out and "checkpoint_epoch=1.pt" not in seen[0]

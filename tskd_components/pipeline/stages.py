@@ -23,6 +23,7 @@ from ..utils.io import write_json
 from ..utils.weights import file_digest
 
 STAGE_RECORD = "stage.json"
+STAGE_STARTED = "stage.started.json"  # the signature of a stage that began (and may have been interrupted)
 
 # the config files of each kind of stage (later files overlay earlier ones): the one place the pipeline names them
 BUNDLE_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -151,11 +152,14 @@ class Stage:
             print(f"[skip] {self.name}: done, inputs unchanged ({self.folder})", flush=True)
             return float(self.record()["seconds"])
         rec = self.record()
-        if rec is not None and rec["signature"] != signature:
+        started = self.folder / STAGE_STARTED
+        begun = json.loads(started.read_text())["signature"] if rec is None and started.is_file() else None
+        if (rec is not None and rec["signature"] != signature) or (begun is not None and begun != signature):
             print(f"[redo] {self.name}: inputs or settings changed, clearing {self.folder}", flush=True)
             shutil.rmtree(self.folder)
-        # no record: a fresh stage, or an interrupted one that the bundle resumes from its checkpoint
+        # no record: a fresh stage, or one interrupted with these settings that the bundle resumes from its checkpoint
         self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(started, {"signature": signature, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         print(f"[run ] {self.name}", flush=True)
         start = time.perf_counter()
         run_bundle(self.bundle, self.configs, bundle_root=str(self.folder), **self.overrides)
