@@ -107,3 +107,14 @@ def test_budgets_and_checkpoints_are_checked_before_any_stage(sample_dataset, tm
         ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[0])
     with pytest.raises(FileNotFoundError, match="--sam-checkpoint .*nope.pth does not exist"):
         ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], scale="standin", sam_checkpoint=str(tmp_path / "nope.pth"))
+
+
+def test_every_seed_re_runs_the_baselines_pre_training(sample_dataset, tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(stages.Stage, "run", lambda self: ran.append((self.task, self.folder.name, self.overrides["seed"])))
+    exp = Experiment(ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["mae", "ta_kd"], scale="tiny"))
+    for seed in (0, 1):
+        for method in ("mae", "ta_kd"):
+            exp.initial_weights(sample_dataset, method, 4, seed)
+    assert ("mae", "mae_s0", 0) in ran and ("mae", "mae_s1", 1) in ran
+    assert ("ta_kd", "ta_kd_s0", 0) in ran and ("ta_kd", "ta_kd_s1", 1) in ran and ("ta_kd_cache", "cache_stage", 1) in ran

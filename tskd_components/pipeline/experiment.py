@@ -84,7 +84,7 @@ class Experiment:
     """Plans and runs the stages of an :class:`ExperimentSpec`; each result cell lands in ``<cell>/result.json``.
 
     Layout of ``<run_dir>/<dataset>/``: ``transfer/`` (synthesis model + transfer sets, when synthetic images are
-    asked for), ``teacher_n<N>_s<seed>[_r<rank>]/``, ``mae/``, ``mocov3/``, ``ta_kd/`` (frozen-SAM cache +
+    asked for), ``teacher_n<N>_s<seed>[_r<rank>]/``, ``mae_s<seed>/``, ``mocov3_s<seed>/``, ``ta_kd_s<seed>/`` (frozen-SAM cache +
     distillation), ``ts_kd_n<N>_s<seed>/`` (teacher cache + distillation), ``finetune/<method>_n<N>_s<seed>/``
     (student training, test evaluation, ``result.json``). A study's variant keeps its own stages in
     ``<run_dir>/<dataset>_<variant>/`` and shares the teachers and synthesis model with the plain run.
@@ -135,12 +135,13 @@ class Experiment:
         return out
 
     # -- pre-training ------------------------------------------------------------------------------------------
-    def ssl_weights(self, dataset: Path, method: str) -> Path:
-        folder = self._ds_root(dataset) / method
+    def ssl_weights(self, dataset: Path, method: str, seed: int) -> Path:
+        """MAE / MoCo v3 pre-training with ``seed``: every seed re-runs it, so the spread includes pre-training's."""
+        folder = self._ds_root(dataset) / f"{method}_s{seed}"
         transfer = self.transfer_dir(dataset)
         weights = folder / "run" / PRETRAINED_FILE
         init = self.spec.mae_imagenet_weights if method == "mae" else ""
-        overrides = {**self._common(dataset), "transfer_dir": str(transfer), "seed": 0, "output_dir": str(folder / "run"),
+        overrides = {**self._common(dataset), "transfer_dir": str(transfer), "seed": seed, "output_dir": str(folder / "run"),
                      "export_path": str(weights), "max_epochs": self.p.mae_epochs if method == "mae" else self.p.mocov3_epochs,
                      "initial_weights": init}
         self._stage(Stage(f"{method} pre-training", f"{method} {Path(dataset).name}", folder, method, overrides,
@@ -186,10 +187,10 @@ class Experiment:
         if method == "mae_imagenet":
             return self.spec.mae_imagenet_weights, {"weights": self.spec.mae_imagenet_weights}
         if method in ("mae", "mocov3"):
-            return str(self.ssl_weights(dataset, method)), {}
-        if method == "ta_kd":
-            folder = self._ds_root(dataset) / "ta_kd"
-            return str(self.distilled_weights(dataset, "ta_kd", None, folder, 0)), {"teacher": self.teacher_description(frozen=True)}
+            return str(self.ssl_weights(dataset, method, seed)), {}
+        if method == "ta_kd":  # distilled again for every seed (the frozen teacher is the same unless randomly initialised)
+            folder = self._ds_root(dataset) / f"ta_kd_s{seed}"
+            return str(self.distilled_weights(dataset, "ta_kd", None, folder, seed)), {"teacher": self.teacher_description(frozen=True)}
         merged, metrics = self.teacher(dataset, num_labeled, seed)
         folder = self._ds_root(dataset) / f"ts_kd_n{num_labeled}_s{seed}"
         teacher_metrics = json.loads(metrics.read_text())["metrics"]
