@@ -19,13 +19,19 @@ def make_trainer(model, optimizer, losses):
     return Engine(step)
 
 
-def test_atomic_checkpoints_resume_and_prune(tmp_path):
+def checkpointed_trainer(tmp_path):
+    """Two batches of data, a linear model, its SGD optimizer, a trainer and an interval checkpoint saver (not attached)."""
     torch.manual_seed(0)
     data = [torch.randn(4, 3) for _ in range(2)]
     model = torch.nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = make_trainer(model, opt, {})
     saver = AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_engine_as="trainer", save_interval=1, n_saved=1)
+    return data, model, opt, trainer, saver
+
+
+def test_atomic_checkpoints_resume_and_prune(tmp_path):
+    data, model, opt, trainer, saver = checkpointed_trainer(tmp_path)
     saver.attach(trainer)
     trainer.run(data, max_epochs=2)
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_epoch=2.pt"]  # no temp files left, n_saved=1
@@ -47,12 +53,7 @@ def test_atomic_checkpoints_resume_and_prune(tmp_path):
 
 
 def test_a_kill_between_writing_the_new_checkpoint_and_removing_the_old_loses_nothing(tmp_path, monkeypatch):
-    torch.manual_seed(0)
-    data = [torch.randn(4, 3) for _ in range(2)]
-    model = torch.nn.Linear(3, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    trainer = make_trainer(model, opt, {})
-    saver = AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_engine_as="trainer", save_interval=1, n_saved=1)
+    data, model, opt, trainer, saver = checkpointed_trainer(tmp_path)
     pruned = []
 
     def killed_after_the_write(engine):  # epoch 2's checkpoint is written, then the process dies before pruning
