@@ -27,7 +27,7 @@ from tskd_components.distill import TeacherCache, build_teacher_cache
 from tskd_components.distill import DistillationStep, TeacherTargetsd, distillation_augmentation
 from tskd_components.distill import TaskSpecificKDLoss
 from tskd_components.networks import ViTSegmenter, build_lora_sam
-from tskd_components.networks import sam_hidden_layers
+from tskd_components.networks import sam_hidden_layers, sam_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def main() -> None:
         cache = TeacherCache(tmp, "bench", layers)
         kd_data = CacheDataset(images, Compose([pre, TeacherTargetsd(cache), distillation_augmentation(cached=True)]), progress=False)
         student = ViTSegmenter(args.image_size, 3, classes)
-        loss = TaskSpecificKDLoss(student.embed_dim, SAM_VARIANTS["vit_b"].embed_dim, len(layers))
+        loss = TaskSpecificKDLoss(student.embed_dim, sam_spec("vit_b").embed_dim, len(layers))
         kd = SupervisedTrainer(device=torch.device("cpu"), max_epochs=args.epochs, train_data_loader=DataLoader(kd_data, batch_size=args.batch_size, shuffle=True),
                                network=student, optimizer=torch.optim.AdamW(list(student.parameters()) + list(loss.parameters()), 1e-4),
                                loss_function=loss, iteration_update=DistillationStep(), decollate=False)

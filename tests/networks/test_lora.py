@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
 from tests.conftest import real_dataset

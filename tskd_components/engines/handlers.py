@@ -6,11 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from ignite.engine import Engine, Events
