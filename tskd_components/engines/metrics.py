@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from ignite.engine import Engine, Events
 from monai.handlers import IgniteMetricHandler, from_engine
 from monai.metrics import CumulativeIterationMetric, HausdorffDistanceMetric, SurfaceDiceMetric
-from ignite.engine import Engine, Events
 from monai.transforms import Activationsd, AsDiscreted, Compose, CopyItemsd, DeleteItemsd, Invertd
 
 from ..utils.io import write_json
