@@ -1,7 +1,7 @@
 """Generic Ignite handlers of the bundles' trainers and evaluators, and the handler chains they share."""
 
+from .checkpoint import AtomicCheckpointSaver, latest_checkpoint
 from .handlers import (
-    AtomicCheckpointSaver,
     EarlyStopping,
     LossProgressBar,
     NaNGuard,
@@ -9,7 +9,6 @@ from .handlers import (
     RunRecorder,
     TrainingCurves,
     TrainingSummary,
-    latest_checkpoint,
     plot_training_curves,
 )
 from .training import training_handlers, validation_handlers

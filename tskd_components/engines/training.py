@@ -7,10 +7,24 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ignite.engine import Engine
-from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
+from monai.handlers import (
+    LrScheduleHandler,
+    StatsHandler,
+    TensorBoardStatsHandler,
+    ValidationHandler,
+)
 
-from .handlers import (AtomicCheckpointSaver, EarlyStopping, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, TrainingCurves,
-                       TrainingSummary, first_loss)
+from .checkpoint import AtomicCheckpointSaver
+from .handlers import (
+    EarlyStopping,
+    LossProgressBar,
+    NaNGuard,
+    ResumeFromCheckpoint,
+    RunRecorder,
+    TrainingCurves,
+    TrainingSummary,
+    first_loss,
+)
 
 
 def training_handlers(
@@ -25,6 +39,7 @@ def training_handlers(
     patience: int = 0,
     final_model: bool = False,
     tag_name: str = "train_loss",
+    checkpoint_every_s: float = 60.0,
 ) -> list:
     """Handlers of a trainer, in the order they fire.
 
@@ -41,6 +56,7 @@ def training_handlers(
         patience: with an evaluator, stop after this many validations without improvement (0: run to ``max_epochs``).
         final_model: without an evaluator, write ``checkpoint["model"]`` as ``model.pt`` when training completes.
         tag_name: TensorBoard name of the loss.
+        checkpoint_every_s: interval checkpoints at most this often (seconds; the last epoch is always saved).
     """
     state = dict(checkpoint) | ({"lr_scheduler": lr_scheduler} if lr_scheduler is not None else {})
     handlers: list = [
@@ -53,7 +69,8 @@ def training_handlers(
         handlers += [ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval), EarlyStopping(evaluator, patience)]
     handlers += [
         NaNGuard(ckpt_dir=ckpt_dir),
-        AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True),
+        AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True,
+                              min_seconds=checkpoint_every_s),
     ]
     if evaluator is None and final_model:
         handlers.append(AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict={"model": checkpoint["model"]}, save_final=True,

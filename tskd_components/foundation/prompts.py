@@ -14,7 +14,7 @@ def mask_box(mask: torch.Tensor) -> torch.Tensor:
 def jitter_box(box: torch.Tensor, size: int, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Move each box side by up to ``fraction`` of the box's side length (SAM: 10%, at most 20 px), kept in the image."""
     extent = torch.stack([box[2] - box[0], box[3] - box[1]]).repeat(2)
-    noise = (torch.rand(4, generator=generator) * 2 - 1) * fraction * extent
+    noise = (torch.rand(4, generator=generator).to(box.device) * 2 - 1) * fraction * extent  # generator on the CPU
     return (box + noise).clamp(0, size)
 
 
