@@ -8,7 +8,7 @@ from segment_anything.build_sam import _build_sam
 
 from tests.conftest import SAMPLE
 from tskd_components.data.dataset import DatasetError
-from tskd_components.foundation import (PromptableStep, box_prompt_dice, build_promptable_sam, mask_box, prompt_masks,
+from tskd_components.foundation import (PromptableStep, balanced_sampler, box_prompt_dice, build_promptable_sam, mask_box, prompt_masks,
                                         random_point, resolve_pool, save_standin)
 from tskd_components.networks import build_lora_sam, sam_hidden_layers
 
@@ -70,3 +70,11 @@ def test_promptable_training_learns_to_segment_a_boxed_object():
     assert after > 0.8 and after > before + 0.3
     logits, iou = prompt_masks(sam.eval(), sam.image_encoder(images[:1]), point=torch.tensor([20.0, 20.0]))
     assert logits.shape == (3, 64, 64) and iou.shape == (3,)  # a point gives SAM's three ambiguity-aware masks
+
+
+def test_balanced_sampler_draws_each_pool_dataset_equally_often():
+    items = [{"dataset": "big"}] * 90 + [{"dataset": "small"}] * 10
+    draws = [items[i]["dataset"] for _ in range(20) for i in balanced_sampler(items, seed=0)]
+    share = draws.count("small") / len(draws)
+    assert len(draws) == 2000 and abs(share - 0.5) < 0.04  # 0.10 without balancing
+    assert list(balanced_sampler(items, seed=3)) == list(balanced_sampler(items, seed=3))

@@ -3,6 +3,6 @@ datasets disjoint from the targets, and saved with the official SAM keys (no SAM
 
 from .evaluate import box_prompt_dice, standin_report
 from .model import CHECKPOINT_FILE, RECORD_FILE, build_promptable_sam, prompt_masks, read_standin_record, save_standin
-from .pool import pool_datalist, resolve_pool, resolve_targets
+from .pool import balanced_sampler, pool_datalist, resolve_pool, resolve_targets
 from .prompts import jitter_box, mask_box, random_point
 from .step import PromptableStep

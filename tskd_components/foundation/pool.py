@@ -3,8 +3,11 @@ targets, never a target, and per image the class-agnostic object masks SAM-style
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from ..data.dataset import DatasetError, load_datalist, read_dataset_info, read_split
 
@@ -42,6 +45,16 @@ def pool_datalist(folders: Sequence[Path], splits: Sequence[str] = POOL_SPLITS) 
             for item in load_datalist(folder, split):
                 items.append({**item, "dataset": info.name, "num_classes": info.num_classes})
     return items
+
+
+def balanced_sampler(items: Sequence[dict[str, Any]], seed: int = 0) -> torch.utils.data.WeightedRandomSampler:
+    """Draws each pool dataset equally often (with replacement, one epoch = ``len(items)`` draws), so that the
+    largest dataset (kvasir_seg: 210 of 237 training images) does not decide what the stand-in learns; SAM's data
+    engine balances its sources the same way."""
+    counts = Counter(item["dataset"] for item in items)
+    weights = torch.tensor([1.0 / counts[item["dataset"]] for item in items], dtype=torch.double)
+    return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(items), replacement=True,
+                                                  generator=torch.Generator().manual_seed(seed))
 
 
 def resolve_targets(data_root: str | Path, targets: Sequence[str]) -> list[Path]:
