@@ -118,3 +118,24 @@ def test_every_seed_re_runs_the_baselines_pre_training(sample_dataset, tmp_path,
             exp.initial_weights(sample_dataset, method, 4, seed)
     assert ("mae", "mae_s0", 0) in ran and ("mae", "mae_s1", 1) in ran
     assert ("ta_kd", "ta_kd_s0", 0) in ran and ("ta_kd", "ta_kd_s1", 1) in ran and ("ta_kd_cache", "cache_stage", 1) in ran
+
+
+def test_teacher_and_fine_tune_stages_list_the_dataset_and_the_sam_checkpoint(sample_dataset, tmp_path, monkeypatch):
+    staged = []
+
+    def record(self):
+        staged.append(self)
+        for out in self.outputs:  # what the next stage reads
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"metrics": {k: {"mean": 0.5, "total": 0} for k in ("mean_dice", "hd95", "nsd", "empty_predictions")}}))
+
+    monkeypatch.setattr(stages.Stage, "run", record)
+    monkeypatch.setattr(stages.Stage, "record", lambda self: {"seconds": 1.0})
+    checkpoint = tmp_path / "sam.pth"
+    checkpoint.write_bytes(b"sam")
+    exp = Experiment(ExperimentSpec(run_dir=tmp_path / "r", datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny",
+                                    sam_checkpoint=str(checkpoint)))
+    exp.finetune(sample_dataset, "ts_kd", 4, 0)
+    inputs = {s.task: s.inputs for s in staged}
+    assert sample_dataset in inputs["teacher"] and checkpoint in inputs["teacher"]
+    assert sample_dataset in inputs["finetune"]

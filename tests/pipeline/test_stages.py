@@ -111,3 +111,21 @@ def test_an_interrupted_stage_is_resumed_with_its_settings_and_cleared_with_othe
                                                                                        (Path(bundle_root) / "out.txt").write_text("x")))
     make(2).run()  # other settings: the interrupted run's checkpoint must not be resumed
     assert "[redo] name" in capsys.readouterr().out and "checkpoint_epoch=1.pt" not in seen[0]
+
+
+def test_an_edited_mask_reruns_the_stages_that_read_the_dataset_only(sample_dataset, small_copy, tmp_path, monkeypatch, capsys):
+    sample_dataset = small_copy(sample_dataset, n=2)  # a copy: the test edits a mask
+    monkeypatch.setattr(stages, "run_bundle", lambda name, configs, bundle_root, **o: (Path(bundle_root) / "out.txt").write_text("x"))
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"weights")
+    reads_data = lambda: Stage("k", "reads data", tmp_path / "a", "finetune", {}, inputs=[sample_dataset], outputs=[tmp_path / "a" / "out.txt"])
+    other = lambda: Stage("k", "other", tmp_path / "b", "finetune", {}, inputs=[weights], outputs=[tmp_path / "b" / "out.txt"])
+    reads_data().run(), other().run()
+    (sample_dataset / ".lock").write_text("")  # hidden files (locks) are not content
+    reads_data().run()
+    assert "[skip] reads data" in capsys.readouterr().out
+    mask = sorted((sample_dataset / "masks").iterdir())[-1]
+    mask.write_bytes(mask.read_bytes()[:-1] + bytes([mask.read_bytes()[-1] ^ 1]))  # one bit of one mask
+    reads_data().run(), other().run()
+    out = capsys.readouterr().out
+    assert "[run ] reads data" in out and "[skip] other" in out

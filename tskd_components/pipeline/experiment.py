@@ -127,7 +127,7 @@ class Experiment:
         synth = {**self._common(dataset), "image_size": self.p.synthesis_image_size, "seed": 0, "output_dir": str(folder / "synthesis" / "run"),
                  "model_dir": str(model_dir), "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
         self._stage(Stage("synthesis", f"synthesis {Path(dataset).name}", folder / "synthesis", "synthesis", synth,
-                          outputs=[model_dir / UNET_WEIGHTS]))
+                          inputs=[Path(dataset)], outputs=[model_dir / UNET_WEIGHTS]))
         out = folder / f"set_{self.spec.transfer_size}" / "transfer_set"
         build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out)}
         self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out.parent, "transfer_set",
@@ -161,8 +161,9 @@ class Experiment:
                      "val_interval": max(1, epochs // 10), "batch_size": self.p.teacher_batch, "output_dir": str(folder / "run"),
                      "ckpt_dir": str(ckpt_dir), "metrics_dir": str(metrics_dir)}
         merged, metrics = ckpt_dir / MERGED_FILE, metrics_dir / METRICS_FILE
+        checkpoint = [Path(self.spec.sam_checkpoint)] if self.spec.sam_checkpoint else []
         self._stage(Stage("teacher", f"teacher {Path(dataset).name} n{n or 'all'} s{seed}", folder, "teacher", overrides,
-                          outputs=[merged, metrics], after="teacher_evaluation"))
+                          inputs=[Path(dataset), *checkpoint], outputs=[merged, metrics], after="teacher_evaluation"))
         return merged, metrics
 
     def distilled_weights(self, dataset: Path, mode: str, teacher: Path | None, folder: Path, seed: int) -> Path:
@@ -173,7 +174,8 @@ class Experiment:
         overrides = {**self._common(dataset), **self._sam(), "seed": seed, "cache_dir": str(cache), "transfer_dir": str(transfer),
                      "teacher_weights": str(teacher or ""), "max_epochs": self.p.distill_epochs, "output_dir": str(run),
                      "export_path": str(weights)}
-        teacher_input = [teacher] if teacher is not None else []
+        frozen = [Path(self.spec.sam_checkpoint)] if self.spec.sam_checkpoint else []  # TA-KD's teacher: the checkpoint itself
+        teacher_input = [teacher] if teacher is not None else frozen
         self._stage(Stage(f"{mode} teacher cache", f"{mode} cache {Path(dataset).name} {folder.name}", folder / "cache_stage", f"{mode}_cache",
                           overrides, inputs=[transfer, *teacher_input], outputs=[cache / CACHE_INDEX]))
         self._stage(Stage(f"{mode} distillation", f"{mode} distillation {Path(dataset).name} {folder.name}", folder, mode, overrides,
@@ -231,7 +233,7 @@ class Experiment:
             overrides["network_def"] = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels",
                                         "out_channels": "@num_classes", "features": list(UNET_FEATURES)}
         stage = self._stage(Stage(f"fine-tune {method}", f"fine-tune {Path(dataset).name} {method} n{num_labeled} s{seed}", folder, "finetune",
-                                  overrides, inputs=[Path(weights)] if weights else [], outputs=[metrics], after="finetune_evaluation"))
+                                  overrides, inputs=[Path(dataset), *([Path(weights)] if weights else [])], outputs=[metrics], after="finetune_evaluation"))
         m = json.loads(metrics.read_text())["metrics"]
         row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
                     "empty_predictions": m.get("empty_predictions", {}).get("total"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -61,16 +62,22 @@ def run_bundle(name: str, configs: Sequence[str], **overrides: Any) -> None:
 
 
 def input_digest(path: str | Path) -> str:
-    """Identity of a stage input: a file's SHA-256; for a folder, of its index / manifest / split files."""
+    """Identity of a stage input: a file's SHA-256; for a folder (a dataset, a teacher cache, a transfer set), of every
+    file in it by relative path and content, so that editing one mask reruns the stages that read it. Hidden files
+    (locks, stage records) are left out. Contents are hashed once per process and file version (size, mtime)."""
     path = Path(path)
     if path.is_file():
         return file_digest(path)
     if path.is_dir():
-        parts = [file_digest(p) for name in ("index.json", "manifest.json", "split.json", "dataset.json") if (p := path / name).is_file()]
-        if not parts:
-            parts = [f"{p.name}:{p.stat().st_size}" for p in sorted((path / "images").glob("*"))] if (path / "images").is_dir() else []
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        parts = [f"{p.relative_to(path).as_posix()}:{_content_digest(p, p.stat().st_size, p.stat().st_mtime_ns)}" for p in files]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
     raise FileNotFoundError(f"stage input {path} does not exist; run the stage that makes it first")
+
+
+@functools.lru_cache(maxsize=None)
+def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
 
 
 @contextmanager
