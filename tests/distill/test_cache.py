@@ -76,3 +76,14 @@ def test_rebuilding_hides_the_old_index_until_done(teacher, hc18, tmp_path):
         TeacherCache(tmp_path / "c")
     writer.close()
     assert TeacherCache(tmp_path / "c").meta["teacher_id"] == "new"
+
+
+def test_truncated_cache_shard_names_the_file(teacher, hc18, tmp_path):
+    items = load_transfer_set(hc18)[:2]
+    build_teacher_cache(teacher, items, preprocessing(64, channels=3, with_label=False), tmp_path / "cache", "t", [1], shard_size=1)
+    cache = TeacherCache(tmp_path / "cache", teacher_id="t", layers=[1])
+    shard = tmp_path / "cache" / cache.meta["shards"][cache.meta["images"][items[1]["id"]]["shard"]]
+    shard.write_bytes(shard.read_bytes()[:100])
+    cache[items[0]["id"]]  # the intact shard still reads
+    with pytest.raises(ValueError, match=rf"cannot read {shard}.*truncated"):
+        cache[items[1]["id"]]

@@ -37,3 +37,10 @@ def test_run_record(tmp_path):
     assert config == {"seed": 3, "sizes": [1, 2], "device": "device(type='cpu')"}
     versions = json.loads((tmp_path / "run" / "versions.json").read_text())
     assert torch.__version__.startswith(versions["torch"]) and "python" in versions
+
+
+def test_truncated_safetensors_names_the_file(tmp_path):
+    path = save_safetensors({"w": torch.zeros(100)}, tmp_path / "student.safetensors")
+    path.write_bytes(path.read_bytes()[:-40])  # a copy broken off
+    with pytest.raises(ValueError, match=r"cannot read .*student\.safetensors.*truncated.*re-run the stage"):
+        read_state_dict(path)

@@ -12,12 +12,11 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from tqdm import tqdm
 
 from ..networks import build_lora_sam, build_prompt_free_sam
 from ..utils.io import write_json
-from ..utils.weights import file_digest, save_safetensors
+from ..utils.weights import file_digest, open_safetensors, save_safetensors
 
 INDEX = "index.json"
 
@@ -155,7 +154,7 @@ class TeacherCache:
         entry = self.meta["images"][image_id]
         shard = entry["shard"]
         if shard not in self._handles:
-            self._handles[shard] = safe_open(str(self.dir / self.meta["shards"][shard]), framework="pt")
+            self._handles[shard] = open_safetensors(self.dir / self.meta["shards"][shard])
         f = self._handles[shard]
         out = {"hidden": [f.get_tensor(f"{image_id}/hidden_{layer}").float() for layer in self.meta["layers"]]}
         if self.has_logits:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .io import atomic_path
@@ -21,7 +22,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} not found; check the path given as initial_weights / checkpoint")
     if path.suffix == ".safetensors":
-        return dict(load_file(str(path)))
+        try:
+            return dict(load_file(str(path)))
+        except SafetensorError as err:
+            raise ValueError(unreadable_safetensors(path, err)) from err
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
@@ -33,6 +37,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping):
         raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def unreadable_safetensors(path: str | Path, err: Exception) -> str:
+    return (f"cannot read {path} ({err}): the file is truncated or not a safetensors file (a copy or write broken off?); "
+            "delete it and re-run the stage that wrote it")
+
+
+def open_safetensors(path: str | Path):
+    """``safetensors.safe_open`` (lazy, memory-mapped) with an error that names a truncated or foreign file."""
+    try:
+        return safe_open(str(path), framework="pt")
+    except SafetensorError as err:
+        raise ValueError(unreadable_safetensors(path, err)) from err
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
