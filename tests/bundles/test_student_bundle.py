@@ -166,3 +166,20 @@ def test_inference_config_is_readable_without_metadata():
     assert isinstance(parser.get_parsed_content("network_def"), ViTSegmenter)
     for key in ("preprocessing", "postprocessing", "inferer", "device"):
         assert parser.get_parsed_content(key) is not None
+
+
+def test_a_corrupt_test_mask_is_refused_before_training(small_copy, tmp_path):
+    data = small_copy(SAMPLE, n=6)
+    test_id = json.loads((data / "split.json").read_text())["test"][-1]
+    mask = next((data / "masks").glob(f"{test_id}.*"))
+    mask.write_bytes(b"not a png")
+    with pytest.raises(Exception) as info:
+        train(tmp_path, dataset_dir=str(data), max_epochs=1)
+    assert str(mask) in "".join(str(e) for e in _chain(info.value))
+    assert not (tmp_path / "models").exists()  # refused before the first epoch
+
+
+def test_a_validation_interval_past_the_last_epoch_is_refused(tmp_path):
+    with pytest.raises(Exception) as info:
+        train(tmp_path, max_epochs=2, val_interval=3)
+    assert "val_interval (3) is larger than max_epochs (2)" in "".join(str(e) for e in _chain(info.value))

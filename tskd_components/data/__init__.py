@@ -12,6 +12,7 @@ from .dataset import (
     sample_dataset_dir,
     select_labeled,
     unlabeled_train_datalist,
+    validate_dataset,
     validation_datalist,
 )
 from .transforms import CheckLabeld, ConvertChannelsd, LoadSliceOrImaged, augmentation, preprocessing

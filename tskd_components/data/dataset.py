@@ -140,6 +140,16 @@ def load_datalist(dataset_dir: str | Path, split: str, validate: bool = True) ->
     return items
 
 
+def validate_dataset(dataset_dir: str | Path) -> DatasetInfo:
+    """Check the whole dataset before any training: ``dataset.json``, ``split.json`` (ids unique, splits disjoint) and
+    every image/mask pair of every split (readable, same size, values among the classes). A corrupt *test* mask is
+    then found in seconds, not after the training it would have wasted. Returns the dataset's info."""
+    for split, ids in read_split(dataset_dir).items():
+        if ids:
+            load_datalist(dataset_dir, split, validate=True)
+    return read_dataset_info(dataset_dir)
+
+
 def validation_datalist(dataset_dir: str | Path) -> list[dict[str, Any]]:
     """The ``val`` split, or an empty list (with a warning) when the dataset has none, e.g. ``amos_ct``."""
     if not read_split(dataset_dir)["val"]:

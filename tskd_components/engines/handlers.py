@@ -113,6 +113,22 @@ class EarlyStopping:
                              trainer=trainer, min_delta=self.min_delta, epoch_level=True).attach(self.evaluator)
 
 
+class ValidationSchedule:
+    """Refuse, when training starts, a validation interval longer than the run: no validation would happen, so no
+    best ``model.pt`` would be written, and the run would end "successfully" with nothing to use."""
+
+    def __init__(self, interval: int) -> None:
+        self.interval = interval
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.interval > engine.state.max_epochs:
+            raise ValueError(f"val_interval ({self.interval}) is larger than max_epochs ({engine.state.max_epochs}): no validation "
+                             "would run and no model.pt be saved; lower val_interval or raise max_epochs")
+
+
 class TrainingSummary:
     """Write ``training_summary.json`` (optimizer steps, epochs, whether training stopped before ``max_epochs``)
     into ``output_dir`` when training completes: what fair comparisons count."""

@@ -23,6 +23,7 @@ from .handlers import (
     RunRecorder,
     TrainingCurves,
     TrainingSummary,
+    ValidationSchedule,
     first_loss,
 )
 
@@ -66,7 +67,8 @@ def training_handlers(
     if lr_scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, epoch_level=False, print_lr=False))
     if evaluator is not None:
-        handlers += [ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval), EarlyStopping(evaluator, patience)]
+        handlers += [ValidationSchedule(val_interval), ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval),
+                     EarlyStopping(evaluator, patience)]
     handlers += [
         NaNGuard(ckpt_dir=ckpt_dir),
         AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True,
