@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -141,3 +142,48 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     with pytest.raises(ValueError, match=r"belongs to a run with other settings \(dataset_dir: 'a' -> 'b'\); pass --resume false"):
         ResumeFromCheckpoint(str(tmp_path), {}, signature={"dataset_dir": "b", "seed": 0, "max_epochs": 5})
     assert ResumeFromCheckpoint(str(tmp_path), {}, enabled=False, signature={"dataset_dir": "b"}).path is None
+
+
+def _cosine_run(tmp_path, max_epochs, lrs):
+    """A 2-batch run of ``max_epochs`` with a per-iteration cosine schedule, checkpointed and resumed in ``tmp_path``."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=2 * max_epochs)
+    trainer = make_trainer(model, opt, {})
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: lrs.append(opt.param_groups[0]["lr"]))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: schedule.step())
+    state = {"model": model, "optimizer": opt, "lr_scheduler": schedule}
+    ResumeFromCheckpoint(str(tmp_path), state).attach(trainer)
+    AtomicCheckpointSaver(str(tmp_path), state, save_engine_as="trainer", save_interval=1, n_saved=1).attach(trainer)
+    trainer.run([torch.randn(4, 3) for _ in range(2)], max_epochs=max_epochs)
+
+
+def test_resume_with_more_epochs_continues_on_a_monotone_cosine(tmp_path):
+    lrs = []
+    _cosine_run(tmp_path, 2, lrs)
+    _cosine_run(tmp_path, 4, lrs)  # resumed at step 4 of a schedule now 8 steps long
+    assert len(lrs) == 8
+    tail = lrs[4:]  # without the rescale the old 4-step cosine restarts: the rate climbs back to its peak after step 4
+    assert all(a >= b for a, b in zip(tail, tail[1:])), lrs
+    assert lrs[4] == pytest.approx(0.05 * (1 + math.cos(math.pi * 4 / 8)))  # on the new cosine at the restored step
+    assert lrs[-1] == pytest.approx(0.05 * (1 + math.cos(math.pi * 7 / 8)))
+
+
+def test_model_pt_keeps_the_best_score_across_runs(tmp_path):
+    def validate(scores, model):
+        evaluator = Engine(lambda e, b: None)
+        it = iter(scores)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update({"dice": next(it)}))
+        evaluator.state.key_metric_name = "dice"
+        AtomicCheckpointSaver(str(tmp_path), {"model": model}, save_key_metric=True, key_metric_name="dice",
+                              key_metric_filename="model.pt").attach(evaluator)
+        evaluator.run([0], max_epochs=len(scores))
+
+    good, worse, best = (torch.nn.Linear(3, 1) for _ in range(3))
+    validate([0.49], good)
+    validate([0.35], worse)  # a killed-and-resumed run validates a worse model first
+    assert torch.equal(torch.load(tmp_path / "model.pt")["weight"], good.weight.detach())
+    validate([0.30, 0.60], best)
+    assert torch.equal(torch.load(tmp_path / "model.pt")["weight"], best.weight.detach())
+    assert json.loads((tmp_path / "model.pt.best.json").read_text())["_saved"][0][0] == pytest.approx(0.60)

@@ -4,6 +4,7 @@ epoch spent more time writing than training), and the newest interval checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -14,7 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
-from ..utils.io import atomic_path
+from ..utils.io import atomic_path, write_json
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -55,6 +56,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
     which a bundle config cannot reference without a circular reference. ``min_seconds`` skips an interval save
     until that long after the previous one (a kill then loses at most that much work); the last epoch and a
     terminating engine (early stopping) are always saved.
+
+    With a fixed ``key_metric_filename`` (``model.pt``) the best score is kept beside it (``model.pt.best.json``)
+    and restored when the saver is attached again, so that after a kill or a resumed run ``model.pt`` is replaced
+    only by a better model than the best of every earlier run in that folder.
     """
 
     def __init__(self, save_dir: str, save_dict: dict, save_engine_as: str | None = None, min_seconds: float = 0.0, **kwargs: Any) -> None:
@@ -62,6 +67,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self.save_engine_as = save_engine_as
         self.min_seconds = min_seconds
         self._last_save = time.monotonic()
+        name = kwargs.get("key_metric_filename")
+        self.best_file = Path(save_dir) / f"{name}.best.json" if name and self._key_metric_checkpoint is not None else None
         self.keep = kwargs.get("n_saved", 1)
         for ckpt, name in (
             (self._final_checkpoint, kwargs.get("final_filename")),
@@ -81,6 +88,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if stale.is_file():
                 stale.unlink()  # left by a process killed while writing
         super().attach(engine)
+        if self.best_file is not None and self.best_file.is_file() and (self.best_file.parent / self.best_file.name[:-len(".best.json")]).is_file():
+            self._key_metric_checkpoint.load_state_dict(json.loads(self.best_file.read_text()))  # the best of earlier runs
         if self._interval_checkpoint is not None:
             event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
             engine.add_event_handler(event(every=self.save_interval), self._prune)
@@ -91,6 +100,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
             return
         super().interval_completed(engine)
         self._last_save = time.monotonic()
+
+    def metrics_completed(self, engine: Engine) -> None:
+        before = list(self._key_metric_checkpoint._saved)
+        super().metrics_completed(engine)
+        if self.best_file is not None and self._key_metric_checkpoint._saved != before:
+            write_json(self.best_file, self._key_metric_checkpoint.state_dict())
 
     def _prune(self, engine: Engine) -> None:
         """Keep the ``n_saved`` newest interval checkpoints (of this run and earlier, resumed ones); runs after the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -13,6 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar, TerminateOnNan
 from monai.handlers import CheckpointLoader, EarlyStopHandler
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ..utils.io import write_json
 from ..utils.run_record import write_run_record
@@ -28,6 +30,10 @@ class ResumeFromCheckpoint:
 
     With ``signature`` (the run's settings), a checkpoint left by a run with other settings (another dataset,
     label budget, seed, ...; ``max_epochs`` and output locations may change) is refused instead of silently continued.
+
+    A changed ``max_epochs`` changes a cosine schedule's length (``CosineAnnealingLR.T_max``, built from the new
+    settings): the restored scheduler takes the new length and the learning rate continues on the new cosine from
+    the restored step, so it keeps falling to its minimum instead of climbing back to its peak after the old end.
     """
 
     SIGNATURE = "resume_signature.json"
@@ -39,6 +45,7 @@ class ResumeFromCheckpoint:
         self.path = latest_checkpoint(ckpt_dir, prefix) if enabled else None
         self.load_dict = load_dict
         self.engine_key = engine_key
+        self.lengths = {k: v.T_max for k, v in load_dict.items() if isinstance(v, CosineAnnealingLR)}  # as configured now
         self.signature = {k: v for k, v in json.loads(json.dumps(dict(signature or {}), default=str)).items() if k not in self.MAY_CHANGE}
         saved = self.ckpt_dir / self.SIGNATURE
         if self.path is not None and signature is not None and saved.is_file():
@@ -56,6 +63,19 @@ class ResumeFromCheckpoint:
             logger.info(f"resuming from {self.path}")
             load_dict = {**self.load_dict, self.engine_key: engine}
             CheckpointLoader(load_path=str(self.path), load_dict=load_dict, map_location="cpu").attach(engine)
+            engine.add_event_handler(Events.STARTED, self.rescale_schedules)  # after the loader, which also runs on STARTED
+
+    def rescale_schedules(self, engine: Engine) -> None:
+        for key, length in self.lengths.items():
+            schedule = self.load_dict[key]
+            if schedule.T_max == length:
+                continue
+            logger.info(f"{key}: cosine length {schedule.T_max} -> {length} steps (max_epochs changed), continuing from step {schedule.last_epoch}")
+            schedule.T_max = length
+            step = min(schedule.last_epoch, length)
+            for group, base in zip(schedule.optimizer.param_groups, schedule.base_lrs):
+                group["lr"] = schedule.eta_min + (base - schedule.eta_min) * (1 + math.cos(math.pi * step / length)) / 2
+            schedule._last_lr = [group["lr"] for group in schedule.optimizer.param_groups]
 
 
 def first_loss(output: Any) -> Any:
