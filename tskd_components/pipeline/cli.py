@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 import torch
 
-from ..data.dataset import read_split, sample_dataset_dir
+from ..data.dataset import DatasetError, read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
 from .scales import SCALES
 from .report import paired_markdown, read_csv, write_report
@@ -48,6 +49,9 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--teacher-labels", choices=("budget", "all"), default="budget",
                         help="teacher fine-tuned on the student's labels (paper setting) or on the whole train split")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+ERROR_LOG = "tskd_error.log"
+INPUT_ERRORS = (DatasetError, FileNotFoundError, ValueError, FloatingPointError)  # a stale cache is a ValueError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +128,32 @@ def run_foundation(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tskd``: a bad input (a dataset file, a checkpoint, a setting) ends with one line naming it and the fix (exit 2),
+    its full traceback in ``<run-dir>/tskd_error.log``; any other failure keeps its traceback."""
     args = build_parser().parse_args(argv)
     command = "tskd " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    try:
+        return run_command(args, command)
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is an input error
+        cause = input_error(err)
+        if cause is None:
+            raise
+        log = Path(getattr(args, "run_dir", None) or ".") / ERROR_LOG
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(err)))
+        print(f"tskd: error: {cause}\n(full traceback: {log})", file=sys.stderr)
+        return 2
+
+
+def input_error(err: BaseException) -> BaseException | None:
+    """The innermost exception of ``err``'s chain (MONAI wraps a config expression's error in ``RuntimeError:
+    Failed to evaluate``) when it is one of the clear input errors our code raises, else ``None``."""
+    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
+        err = err.__cause__ or err.__context__
+    return err if isinstance(err, INPUT_ERRORS) else None
+
+
+def run_command(args: argparse.Namespace, command: str) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     if args.command == "report":

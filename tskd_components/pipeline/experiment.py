@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import read_dataset_info, read_split
+from ..data.dataset import read_dataset_info, read_split, validate_dataset
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
@@ -59,7 +59,7 @@ class ExperimentSpec:
         if self.teacher_labels not in ("budget", "all"):
             raise ValueError("teacher_labels must be 'budget' (teacher sees the student's labels) or 'all' (whole train split)")
         for d in self.datasets:
-            read_dataset_info(d)  # clear error for a folder that is not a dataset
+            validate_dataset(d)  # every split's files, before the first stage
         if any(n < 1 for n in self.num_labeled):
             raise ValueError(f"label budgets must be at least 1, got {self.num_labeled}")
         params = SCALES[self.scale]
