@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import read_dataset_info, read_split, validate_dataset
+from ..data.dataset import read_split, validate_dataset
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
