@@ -187,3 +187,14 @@ def test_model_pt_keeps_the_best_score_across_runs(tmp_path):
     validate([0.30, 0.60], best)
     assert torch.equal(torch.load(tmp_path / "model.pt")["weight"], best.weight.detach())
     assert json.loads((tmp_path / "model.pt.best.json").read_text())["_saved"][0][0] == pytest.approx(0.60)
+
+
+def test_interval_checkpoints_wait_min_seconds_but_the_last_epoch_is_saved(tmp_path):
+    data, model, opt, trainer, _ = checkpointed_trainer(tmp_path)
+    saver = AtomicCheckpointSaver(str(tmp_path), {"model": model, "optimizer": opt}, save_engine_as="trainer", save_interval=1,
+                                  n_saved=1, min_seconds=3600)
+    saver.attach(trainer)
+    written = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: written.append(sorted(p.name for p in tmp_path.glob("checkpoint_*"))))
+    trainer.run(data, max_epochs=3)
+    assert written == [[], [], ["checkpoint_epoch=3.pt"]]
