@@ -1,6 +1,7 @@
 """Stage bookkeeping: signatures, skip when done, redo when inputs change."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,19 @@ def test_an_edited_mask_reruns_the_stages_that_read_the_dataset_only(sample_data
     reads_data().run(), other().run()
     out = capsys.readouterr().out
     assert "[run ] reads data" in out and "[skip] other" in out
+
+
+def test_a_stage_shows_one_line_and_keeps_its_output_in_its_log(tmp_path, monkeypatch, capfd):
+    def chatty_bundle(name, configs, bundle_root, **overrides):
+        os.write(1, b"2026-11-27 INFO - Epoch[1] Complete\n")
+        os.write(2, b"Epoch [1/2]: [3/3] 100%|##########\n")
+        out = Path(bundle_root) / "metrics.json"
+        out.write_text(json.dumps({"metrics": {"mean_dice": {"mean": 0.8125}}}))
+
+    monkeypatch.setattr(stages, "run_bundle", chatty_bundle)
+    Stage("k", "fine-tune hc18", tmp_path / "s", "finetune", {}, outputs=[tmp_path / "s" / "metrics.json"]).run()
+    shown = capfd.readouterr()
+    assert "Epoch" not in shown.out + shown.err
+    assert "[done] fine-tune hc18 in" in shown.out and "test Dice 0.812" in shown.out
+    log = (tmp_path / "s" / "stage.log").read_text()
+    assert "INFO - Epoch[1] Complete" in log and "100%|" in log

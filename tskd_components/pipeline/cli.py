@@ -24,6 +24,7 @@ from ..data.dataset import DatasetError, read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
 from .scales import SCALES
 from .report import paired_markdown, read_csv, write_report
+from .console import set_verbose
 from .stages import Stage
 
 STUDIES = {"transfer-size": "transfer_size", "lora-rank": "lora_rank", "synthetic": "transfer_size"}
@@ -49,6 +50,8 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--teacher-labels", choices=("budget", "all"), default="budget",
                         help="teacher fine-tuned on the student's labels (paper setting) or on the whole train split")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--verbose", action="store_true", help="stream every stage's output here (default: into <stage>/stage.log)")
+
 
 ERROR_LOG = "tskd_error.log"
 INPUT_ERRORS = (DatasetError, FileNotFoundError, ValueError, FloatingPointError)  # a stale cache is a ValueError
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--image-size", type=int, default=128)
     found.add_argument("--seed", type=int, default=0)
     found.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    found.add_argument("--verbose", action="store_true", help="stream the stage's output here (default: into its stage.log)")
 
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
     rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
@@ -154,6 +158,8 @@ def input_error(err: BaseException) -> BaseException | None:
 
 
 def run_command(args: argparse.Namespace, command: str) -> int:
+    if getattr(args, "verbose", False):
+        set_verbose(True)
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     if args.command == "report":

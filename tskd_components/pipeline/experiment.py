@@ -16,6 +16,7 @@ from ..data.dataset import read_split, validate_dataset
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
+from .console import progress
 from .stages import Stage
 
 from ..distill.cache import INDEX as CACHE_INDEX
@@ -251,12 +252,14 @@ class Experiment:
             spec["datasets"] = [str(d) for d in self.spec.datasets]
             log.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "spec": spec, "scale": asdict(self.p),
                                   "versions": package_versions()}) + "\n")
+        # seed by seed, every method of a seed together: an interrupted run leaves complete pairs for the statistics
+        cells = [(Path(d), m, n, s) for d in self.spec.datasets for n in self.spec.num_labeled for s in self.spec.seeds for m in self.spec.methods]
         rows = []
-        for dataset in self.spec.datasets:
-            for method in self.spec.methods:
-                for num_labeled in self.spec.num_labeled:
-                    for seed in self.spec.seeds:
-                        rows.append(self.finetune(Path(dataset), method, num_labeled, seed))
+        for i, (dataset, method, num_labeled, seed) in enumerate(cells, 1):
+            row = self.finetune(dataset, method, num_labeled, seed)
+            rows.append(row)
+            result = f"test Dice {row['dice']:.3f}" if row.get("status") == "ok" else row.get("status", "")
+            print(progress(i, len(cells), f"{dataset.name} {method} n{num_labeled} s{seed}: {result}"), flush=True)
         return rows
 
 

@@ -20,6 +20,7 @@ from monai.bundle import run
 import tskd_components
 
 from ..utils.run_record import package_versions
+from .console import STAGE_LOG, is_verbose, stage_output
 from ..utils.io import write_json
 from ..utils.weights import file_digest
 
@@ -147,6 +148,14 @@ class Stage:
         rec = self.record()
         return rec is not None and rec["signature"] == signature and all(Path(p).exists() for p in self.outputs)
 
+    def key_metric(self) -> str:
+        """``", test Dice 0.812"`` when the stage wrote test metrics, else ``""``."""
+        for path in self.outputs:
+            if Path(path).name == "metrics.json" and Path(path).is_file():
+                dice = json.loads(Path(path).read_text())["metrics"]["mean_dice"]["mean"]
+                return f", test Dice {dice:.3f}"
+        return ""
+
     def run(self) -> float:
         """Run unless done; returns the stage's seconds (recorded ones when skipped). One process at a time works in
         the stage's folder; another waits for it and then skips (done) or resumes (interrupted)."""
@@ -167,18 +176,24 @@ class Stage:
         # no record: a fresh stage, or one interrupted with these settings that the bundle resumes from its checkpoint
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json(started, {"signature": signature, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        print(f"[run ] {self.name}", flush=True)
+        log = self.folder / STAGE_LOG
+        print(f"[run ] {self.name}" + ("" if is_verbose() else f" (log: {log})"), flush=True)
         start = time.perf_counter()
-        run_bundle(self.bundle, self.configs, bundle_root=str(self.folder), **self.overrides)
-        if self.after is not None:
-            run_bundle(*BUNDLE_CONFIGS[self.after], bundle_root=str(self.folder), **self.overrides)
+        try:
+            with stage_output(log):
+                run_bundle(self.bundle, self.configs, bundle_root=str(self.folder), **self.overrides)
+                if self.after is not None:
+                    run_bundle(*BUNDLE_CONFIGS[self.after], bundle_root=str(self.folder), **self.overrides)
+        except BaseException:
+            print(f"[fail] {self.name} after {time.perf_counter() - start:.0f} s; its output: {log}", flush=True)
+            raise
         seconds = round(time.perf_counter() - start, 1)
         missing = [str(p) for p in self.outputs if not Path(p).exists()]
         if missing:
-            raise RuntimeError(f"stage {self.name} finished without writing {missing}; see the log above")
+            raise RuntimeError(f"stage {self.name} finished without writing {missing}; see {log}")
         write_json(self.folder / STAGE_RECORD, {"kind": self.kind, "name": self.name, "signature": signature, "seconds": seconds, "bundle": self.bundle,
                                                 "configs": list(self.configs), "overrides": dict(self.overrides),
                                                 "inputs": [str(p) for p in self.inputs], "versions": package_versions(),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        print(f"[done] {self.name} in {seconds} s", flush=True)
+        print(f"[done] {self.name} in {seconds} s{self.key_metric()}", flush=True)
         return seconds
