@@ -3,7 +3,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tskd_components.networks import ViTSegmenter, init_student, load_student_weights
+from tskd_components.networks import ViTSegmenter, create_student, init_student, list_students, load_student_weights
 from tskd_components.networks.student import evenly_spaced_blocks
 
 
@@ -35,6 +35,26 @@ def test_hidden_states_are_the_chosen_blocks():
         tokens = block(tokens)
         grid = tokens[:, 1:].transpose(1, 2).reshape(2, 192, 4, 4)
         assert torch.allclose(hidden[i], grid, atol=1e-5)
+
+
+@pytest.mark.parametrize("indices", [(0, 1, 2, 3), (0, 2, 3, 3)])
+def test_hidden_states_equal_timms_forward_intermediates(indices):
+    model = small(hidden_indices=indices).eval()
+    x = torch.randn(2, 3, 64, 64)
+    timm_hidden = model.encoder.forward_intermediates(x, indices=list(model.hidden_indices), output_fmt="NCHW", intermediates_only=True)
+    by_block = dict(zip(sorted(set(indices)), timm_hidden))  # timm returns each block once
+    hidden = model.forward_hidden(x)
+    assert len(hidden) == 4 and all(torch.equal(h, by_block[i]) for h, i in zip(hidden, indices))
+
+
+@pytest.mark.parametrize("name", list_students())
+def test_every_student_variant_scripts_with_torchscript(name):
+    model = create_student(name, image_size=64, num_classes=3, depth=4).eval()
+    scripted = torch.jit.script(model)  # the model zoo's default ckpt_export mode
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(scripted(x), model(x), atol=1e-5)
+    logits, hidden = scripted(x, return_hidden=True)
+    assert logits.shape == (1, 3, 64, 64) and len(hidden) == 4
 
 
 def test_grey_input_and_bad_configs():

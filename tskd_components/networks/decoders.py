@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List
 
 import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
@@ -25,9 +25,9 @@ class UNETRDecoder(nn.Module):
         self.dec1 = UnetrUpBlock(2, fs * 2, fs, kernel_size=3, upsample_kernel_size=2, norm_name=norm_name, res_block=True)
         self.out = UnetOutBlock(2, fs, num_classes)
 
-    def forward(self, image: torch.Tensor, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, hidden: List[torch.Tensor]) -> torch.Tensor:
         """(B, in_channels, S, S) image and four (B, embed_dim, S/16, S/16) maps -> (B, num_classes, S, S) logits."""
-        h1, h2, h3, h4 = hidden
+        h1, h2, h3, h4 = hidden[0], hidden[1], hidden[2], hidden[3]
         x = self.dec4(h4, self.enc4(h3))
         x = self.dec3(x, self.enc3(h2))
         x = self.dec2(x, self.enc2(h1))

@@ -7,7 +7,7 @@ MAE, MoCo v3) trains and hands on; its state-dict keys start with ``encoder.``, 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, List, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -56,6 +56,7 @@ class ViTSegmenter(nn.Module):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.hidden_indices = tuple(hidden_indices) if hidden_indices is not None else evenly_spaced_blocks(depth)
+        self.patch_size = patch
         if len(self.hidden_indices) != 4 or max(self.hidden_indices) >= depth:
             raise ValueError(f"hidden_indices must name 4 blocks in 0..{depth - 1}, got {self.hidden_indices}")
         self.decoder = UNETRDecoder(in_channels, self.encoder.embed_dim, num_classes, feature_size)
@@ -68,16 +69,28 @@ class ViTSegmenter(nn.Module):
     def grid_size(self) -> tuple[int, int]:
         return tuple(self.encoder.patch_embed.grid_size)
 
-    def forward_hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C, S, S) images -> hidden states of ``hidden_indices`` as (B, embed_dim, S/16, S/16) maps."""
-        return self.encoder.forward_intermediates(x, indices=list(self.hidden_indices), output_fmt="NCHW", intermediates_only=True)
+    def forward_hidden(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """(B, C, S, S) images -> hidden states of ``hidden_indices`` as (B, embed_dim, S/16, S/16) maps (block outputs
+        before the final norm, as timm's ``forward_intermediates``; written as a loop so TorchScript can script it)."""
+        encoder = self.encoder
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        tokens = encoder.norm_pre(encoder.patch_drop(encoder._pos_embed(encoder.patch_embed(x))))
+        blocks: List[torch.Tensor] = []
+        for block in encoder.blocks:
+            tokens = block(tokens)
+            blocks.append(tokens)
+        hidden: List[torch.Tensor] = []
+        for i in self.hidden_indices:
+            grid = blocks[i][:, encoder.num_prefix_tokens:]
+            hidden.append(grid.transpose(1, 2).reshape(grid.shape[0], grid.shape[2], h, w))
+        return hidden
 
-    def forward_with_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_with_hidden(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Logits (B, num_classes, S, S) and the hidden states they were decoded from (one encoder pass)."""
         hidden = self.forward_hidden(x)
         return self.decoder(x, hidden), hidden
 
-    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Logits; with ``return_hidden`` also the hidden states (the call distillation makes through DDP)."""
         if return_hidden:
             return self.forward_with_hidden(x)
