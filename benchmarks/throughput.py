@@ -1,4 +1,5 @@
-"""CPU inference throughput: the ViT-Tiny student against the SAM teacher, and the end-to-end pipeline time.
+"""CPU inference throughput: each student variant (ViT-Tiny with each decoder) against the SAM teacher at the same
+size and at 1024 px and against the UNet reference, all in one process; and the end-to-end pipeline time.
 
     python benchmarks/throughput.py [--image-size 256] [--teacher vit_b] [--batch 4] [--device cpu] [--pipeline]
 
@@ -17,8 +18,11 @@ import time
 
 import torch
 
-from tskd_components.networks import ViTSegmenter
-from tskd_components.networks import build_prompt_free_sam
+from monai.networks.nets import BasicUNet
+
+from tskd_components.networks import ViTSegmenter, build_prompt_free_sam
+from tskd_components.networks.decoders import DECODERS
+from tskd_components.pipeline.experiment import UNET_FEATURES
 from tskd_components.utils.profiling import model_cost
 
 
@@ -39,15 +43,21 @@ def main() -> None:
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {where}, batch {args.batch}")
-    student, s_cost = images_per_second(ViTSegmenter(args.image_size, 3, 2), args.image_size, args.batch, args.repeats, args.device)
-    print(f"student ViT-Tiny   {args.image_size:5d} px: {student:8.2f} img/s  ({s_cost['params_m']:.1f} M params, {s_cost['gflops']:.2f} GFLOPs)")
     teacher = build_prompt_free_sam(args.teacher, 2, args.image_size, random_init=True)
     same, t_cost = images_per_second(teacher, args.image_size, args.batch, args.repeats, args.device)
-    print(f"teacher SAM {args.teacher:6s} {args.image_size:5d} px: {same:8.2f} img/s  ({t_cost['params_m']:.1f} M params, {t_cost['gflops']:.2f} GFLOPs)"
-          f"  -> student x{student / same:.1f} (goal >= 10)")
+    print(f"teacher SAM {args.teacher:6s} {args.image_size:5d} px: {same:8.2f} img/s  ({t_cost['params_m']:.1f} M params, {t_cost['gflops']:.2f} GFLOPs)")
     native = build_prompt_free_sam(args.teacher, 2, 1024, random_init=True)
     full, n_cost = images_per_second(native, 1024, 1, max(1, args.repeats - 1), args.device)
-    print(f"teacher SAM {args.teacher:6s}  1024 px: {full:8.3f} img/s  ({n_cost['gflops']:.1f} GFLOPs)  -> student x{student / full:.0f} (goal >= 100)")
+    print(f"teacher SAM {args.teacher:6s}  1024 px: {full:8.3f} img/s  ({n_cost['gflops']:.1f} GFLOPs)")
+    unet, u_cost = images_per_second(BasicUNet(2, 3, 2, features=UNET_FEATURES), args.image_size, args.batch, args.repeats, args.device)
+    print(f"UNet reference     {args.image_size:5d} px: {unet:8.2f} img/s  ({u_cost['params_m']:.2f} M params, {u_cost['gflops']:.2f} GFLOPs)")
+    for decoder in DECODERS:
+        model = ViTSegmenter(args.image_size, 3, 2, decoder=decoder)
+        student, s_cost = images_per_second(model, args.image_size, args.batch, args.repeats, args.device)
+        decoder_gflops = s_cost["gflops"] - model_cost(model.encoder, args.image_size, repeats=1)["gflops"]
+        print(f"student ViT-Tiny + {decoder:5s} decoder {args.image_size} px: {student:8.2f} img/s ({s_cost['params_m']:.2f} M params, "
+              f"{s_cost['gflops']:.2f} GFLOPs, decoder {decoder_gflops:.2f}) -> x{student / same:.1f} SAM {args.teacher} at {args.image_size} px "
+              f"(goal >= 10), x{student / full:.0f} at 1024 px, x{student / unet:.1f} the UNet")
     if args.pipeline:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

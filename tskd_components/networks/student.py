@@ -13,14 +13,14 @@ import timm
 import torch
 from torch import nn
 
-from .decoders import UNETRDecoder
+from .decoders import create_decoder
 from .layers import evenly_spaced_blocks
 
 _STUDENTS: dict[str, Callable[..., "ViTSegmenter"]] = {}
 
 
 class ViTSegmenter(nn.Module):
-    """A timm ViT encoder + UNETR decoder; logits at the input resolution.
+    """A timm ViT encoder + a decoder of `decoders.DECODERS` (UNETR by default); logits at the input resolution.
 
     Args:
         image_size: square input size, a multiple of the patch size (the token grid is ``image_size / patch``).
@@ -28,7 +28,9 @@ class ViTSegmenter(nn.Module):
         num_classes: output channels, background included.
         hidden_indices: 0-based encoder blocks whose outputs feed the decoder and are returned for distillation;
             default: four evenly spaced blocks ending with the last.
-        feature_size: UNETR decoder width.
+        feature_size: decoder width.
+        decoder: ``"unetr"`` (UNETR's, full-resolution convolutions) or ``"light"`` (1x1 fusion at 1/16, one
+            convolution per 2x upsampling, an image stem at 1/2 and 1/4: ~15x fewer FLOPs); see ``decoders.DECODERS``.
         encoder_name: timm model name of the encoder (set by the registered variant).
         drop_path_rate: stochastic depth of the encoder.
         encoder_overrides: timm keyword arguments that change the variant's sizes (``depth=4`` builds a test model).
@@ -41,6 +43,7 @@ class ViTSegmenter(nn.Module):
         num_classes: int = 2,
         hidden_indices: Sequence[int] | None = None,
         feature_size: int = 16,
+        decoder: str = "unetr",
         encoder_name: str = "vit_tiny_patch16_224",
         drop_path_rate: float = 0.0,
         **encoder_overrides: Any,
@@ -59,7 +62,7 @@ class ViTSegmenter(nn.Module):
         self.patch_size = patch
         if len(self.hidden_indices) != 4 or max(self.hidden_indices) >= depth:
             raise ValueError(f"hidden_indices must name 4 blocks in 0..{depth - 1}, got {self.hidden_indices}")
-        self.decoder = UNETRDecoder(in_channels, self.encoder.embed_dim, num_classes, feature_size)
+        self.decoder = create_decoder(decoder, in_channels, self.encoder.embed_dim, num_classes, feature_size)
 
     @property
     def embed_dim(self) -> int:
