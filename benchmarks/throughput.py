@@ -15,9 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
-
 from monai.networks.nets import BasicUNet
 
 from tskd_components.networks import ViTSegmenter, build_prompt_free_sam
@@ -31,6 +31,25 @@ def images_per_second(model: torch.nn.Module, image_size: int, batch: int, repea
     return batch / (cost["latency_ms"] / 1000), cost
 
 
+def onnx_latencies(model: torch.nn.Module, image_size: int, repeats: int) -> tuple[float, float]:
+    """Median batch-1 latency (ms) of ``model`` exported to ONNX, in fp32 and statically quantized to int8
+    (calibrated on the in-repo HC18 sample's training images)."""
+    from tskd_components.data import (
+        load_transfer_set,
+        preprocessing,
+        sample_dataset_dir,
+    )
+    from tskd_components.quantize import median_ms, quantize_onnx, session
+
+    pre = preprocessing(image_size, channels=3, with_label=False)
+    calibration = [pre(dict(item))["image"].numpy()[None] for item in load_transfer_set(sample_dataset_dir())[:16]]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "student.onnx"
+        torch.onnx.export(model.eval(), (torch.as_tensor(calibration[0]),), str(fp32), input_names=["image"], output_names=["logits"])
+        int8 = quantize_onnx(fp32, Path(tmp) / "student_int8.onnx", calibration)
+        return median_ms(session(fp32), calibration[0], repeats), median_ms(session(int8), calibration[0], repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=256)
@@ -39,6 +58,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pipeline", action="store_true")
+    parser.add_argument("--onnx", action="store_true", help="also fp32 vs int8 ONNX Runtime latency per student variant (batch 1)")
     args = parser.parse_args()
     torch.manual_seed(0)
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
@@ -58,6 +78,9 @@ def main() -> None:
         print(f"student ViT-Tiny + {decoder:5s} decoder {args.image_size} px: {student:8.2f} img/s ({s_cost['params_m']:.2f} M params, "
               f"{s_cost['gflops']:.2f} GFLOPs, decoder {decoder_gflops:.2f}) -> x{student / same:.1f} SAM {args.teacher} at {args.image_size} px "
               f"(goal >= 10), x{student / full:.0f} at 1024 px, x{student / unet:.1f} the UNet")
+        if args.onnx:
+            fp32_ms, int8_ms = onnx_latencies(model, args.image_size, args.repeats * 5)
+            print(f"    ONNX Runtime batch 1: fp32 {fp32_ms:.1f} ms, int8 {int8_ms:.1f} ms -> int8 x{fp32_ms / int8_ms:.2f} (goal >= 1.5)")
     if args.pipeline:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()

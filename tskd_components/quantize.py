@@ -1,0 +1,113 @@
+"""int8 student: ONNX Runtime static quantization of an exported student bundle, calibrated on training images, with a
+test-split Dice parity check and latency against the fp32 ONNX model (both measured in this process)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import onnxruntime
+import torch
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from .data import load_datalist, load_transfer_set, preprocessing, read_dataset_info
+from .utils.io import atomic_path, write_json
+
+INT8_FILE = "model_int8.onnx"
+INT8_REPORT = "int8_report.json"
+
+
+class ImageReader(CalibrationDataReader):
+    """Preprocessed images, one (1, C, S, S) array at a time, under the ONNX model's input name."""
+
+    def __init__(self, input_name: str, images: list[np.ndarray]) -> None:
+        self.input_name, self._images = input_name, images
+        self._it: Iterator[np.ndarray] = iter(images)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self._it, None)
+        return None if image is None else {self.input_name: image}
+
+    def rewind(self) -> None:
+        self._it = iter(self._images)
+
+
+def session(path: Path) -> onnxruntime.InferenceSession:
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarray]) -> Path:
+    """Static int8 quantization of the ONNX model ``fp32`` into ``int8`` (QDQ format, per-channel int8 weights, uint8
+    activations whose ranges come from running ``calibration`` inputs), written atomically."""
+    int8 = Path(int8)
+    prepared, out = atomic_path(int8.with_name(int8.stem + "_prep.onnx")), atomic_path(int8)
+    try:
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(out), ImageReader(session(Path(fp32)).get_inputs()[0].name, calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        out.replace(int8)
+    finally:
+        prepared.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    return int8
+
+
+def median_ms(model: onnxruntime.InferenceSession, x: np.ndarray, repeats: int) -> float:
+    """Median latency (ms) of ``model`` on input ``x`` over ``repeats`` runs after one warm-up."""
+    name = model.get_inputs()[0].name
+    model.run(None, {name: x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.run(None, {name: x})
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _dice(model: onnxruntime.InferenceSession, images: list[np.ndarray], labels: list[torch.Tensor], num_classes: int) -> float:
+    """Mean foreground Dice of the session's argmax predictions at the model's input size."""
+    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
+    name = model.get_inputs()[0].name
+    for image, label in zip(images, labels):
+        pred = torch.as_tensor(model.run(None, {name: image})[0]).argmax(1, keepdim=True)
+        metric(one_hot(pred, num_classes), one_hot(label[None].long(), num_classes))
+    return float(metric.aggregate())
+
+
+def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibration: int = 32, repeats: int = 20) -> dict[str, Any]:
+    """``models/model.onnx`` of a student bundle (see :func:`tskd_components.deploy.export_with_parity`) ->
+    ``models/model_int8.onnx`` (QDQ, per-channel int8 weights, uint8 activations calibrated on the first
+    ``num_calibration`` training images of ``dataset_dir``); then Dice of both models on its test split and the
+    latency of each at batch 1. Writes and returns ``models/int8_report.json``."""
+    models = Path(bundle_root) / "models"
+    fp32 = models / "model.onnx"
+    if not fp32.is_file():
+        raise FileNotFoundError(f"{fp32} not found; export the bundle first (tskd_components.deploy.export_with_parity)")
+    inference = json.loads((Path(bundle_root) / "configs" / "inference.json").read_text())
+    size, channels = int(inference["image_size"]), int(inference["in_channels"])
+    num_classes = read_dataset_info(dataset_dir).num_classes
+    unlabeled = preprocessing(size, channels=channels, with_label=False)
+    calibration = [unlabeled(dict(item))["image"].numpy()[None].astype(np.float32) for item in load_transfer_set(dataset_dir)[:num_calibration]]
+    labeled = preprocessing(size, num_classes=num_classes, channels=channels)
+    test = [labeled(dict(item)) for item in load_datalist(dataset_dir, "test")]
+    images = [t["image"].numpy()[None].astype(np.float32) for t in test]
+    labels = [torch.as_tensor(t["label"]) for t in test]
+
+    quantize_onnx(fp32, models / INT8_FILE, calibration)
+    sessions = {"fp32": session(fp32), "int8": session(models / INT8_FILE)}
+    dice = {k: _dice(run, images, labels, num_classes) for k, run in sessions.items()}
+    latency = {k: median_ms(run, images[0], repeats) for k, run in sessions.items()}
+    report = {"calibration_images": len(calibration), "test_images": len(images), "image_size": size,
+              "dice_fp32": dice["fp32"], "dice_int8": dice["int8"], "dice_difference": dice["int8"] - dice["fp32"],
+              "latency_ms_fp32": latency["fp32"], "latency_ms_int8": latency["int8"], "speedup": latency["fp32"] / latency["int8"],
+              "size_mb_fp32": fp32.stat().st_size / 1e6, "size_mb_int8": (models / INT8_FILE).stat().st_size / 1e6,
+              "threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__}
+    write_json(models / INT8_REPORT, report)
+    return report
