@@ -183,3 +183,15 @@ def test_a_validation_interval_past_the_last_epoch_is_refused(tmp_path):
     with pytest.raises(Exception) as info:
         train(tmp_path, max_epochs=2, val_interval=3)
     assert "val_interval (3) is larger than max_epochs (2)" in "".join(str(e) for e in _chain(info.value))
+
+
+def test_inference_workflow_has_the_zoos_required_properties(trained):
+    """As the model zoo's ci/verify_bundle.py checks a bundle: an inference ConfigWorkflow with no missing property."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=str(trained / "configs" / "inference.json"), meta_file=str(trained / "configs" / "metadata.json"),
+                              logging_file=str(trained / "configs" / "logging.conf"), workflow_type="inference",
+                              bundle_root=str(trained), **{"network_def#depth": 4, "network_def#feature_size": 8, "image_size": 64})
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    assert workflow.dataset_dir == str(SAMPLE) and workflow.dataset_dir in str(workflow.dataset.data[0]["image"])
