@@ -34,11 +34,12 @@ def test_verify_net_in_out_passes_for_the_student_bundle():
 
 @pytest.fixture(scope="module")
 def trained_student(tmp_path_factory) -> Path:
-    """A copy of the student bundle trained for 1 epoch on 4 HC18 labels at 64 px (bundle root)."""
+    """A copy of the student bundle trained for 1 epoch on 4 HC18 labels at 64 px and evaluated (bundle root)."""
     root = tmp_path_factory.mktemp("trained") / "tskd_student_segmentation"
     shutil.copytree(BUNDLES / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
-    run_bundle("tskd_student_segmentation", "train.json", bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1,
-               image_size=64, batch_size=4)
+    args = dict(bundle_root=str(root), dataset_dir=str(SAMPLE), num_labeled=4, max_epochs=1, image_size=64, batch_size=4)
+    run_bundle("tskd_student_segmentation", "train.json", **args)
+    run_bundle("tskd_student_segmentation", "train.json", "evaluate.json", **args)  # eval_test/metrics.json
     return root
 
 
@@ -52,6 +53,10 @@ def test_zoo_package_round_trip(trained_student, tmp_path):
     unpacked = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
     assert unpacked["training"]["num_labeled"] == 4 and unpacked["training"]["dataset"] == "hc18"
     assert unpacked["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]
+    assert unpacked["network_data_format"]["outputs"]["pred"]["format"] == "segmentation"
+    assert unpacked["eval_metrics"]["mean_dice"] == json.loads((root / "runs" / "hc18_n4_s0" / "eval_test" / "metrics.json").read_text())["metrics"]["mean_dice"]["mean"]
+    license_text = (tmp_path / "zoo" / "tskd_student_segmentation" / "data_license.txt").read_text()
+    assert "trained on hc18" in license_text and (SAMPLE / "PROVENANCE.md").read_text() in license_text
     verify_metadata(meta_file=str(tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json"),
                     filepath=str(BUNDLES / "metadata_schema.json"))
     loaded = load(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), workflow_type="inference", device="cpu")

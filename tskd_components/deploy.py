@@ -102,13 +102,17 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
                                               f'    hash_val: "{digest}"\n    hash_type: "sha256"\n')
     else:
         shutil.copy(root / "models" / "model.pt", stage / "models" / "model.pt")
+    provenance = Path(config["dataset_dir"]) / "PROVENANCE.md"
+    (stage / "data_license.txt").write_text(
+        f"The weights in this bundle were trained on {info.name}; its source and terms, from the dataset's PROVENANCE.md:\n\n"
+        + (provenance.read_text() if provenance.is_file() else f"(no PROVENANCE.md in {config['dataset_dir']}: the data's terms are unknown)\n"))
     write_input_size(stage / "configs", config["image_size"], config["in_channels"], info.classes)
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
     meta["training"] = {"dataset": info.name, "modality": info.modality, "num_labeled": config["num_labeled"], "seed": config["seed"],
                         "method": method, "teacher": teacher, "initial_weights": config.get("initial_weights") or "random init"}
     metrics = run / "eval_test" / "metrics.json"
     if metrics.is_file():
-        meta["eval_metrics"] = {k: v["mean"] for k, v in json.loads(metrics.read_text())["metrics"].items()}
+        meta["eval_metrics"] = {k: v["mean"] if "mean" in v else v["total"] for k, v in json.loads(metrics.read_text())["metrics"].items()}
     write_json(stage / "configs" / "metadata.json", meta, indent=4)
     archive = shutil.make_archive(str(Path(output_dir) / name), "zip", root_dir=stage.parent, base_dir=name)
     shutil.rmtree(stage.parent)
