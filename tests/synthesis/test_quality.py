@@ -1,0 +1,55 @@
+"""Synthetic-image quality: k-NN precision / recall, the classifier two-sample test, the memorisation check."""
+
+import pytest
+import torch
+from monai.data import Dataset
+
+from tskd_components.data import load_datalist
+from tskd_components.synthesis.diffusion import diffusion_preprocessing, synthesis_datalist
+from tskd_components.synthesis.quality import frechet_distance, knn_precision_recall, memorisation, two_sample_accuracy
+from tskd_components.synthesis.report import feature_network, features
+
+
+def images(items, size=64):
+    return torch.stack([item["image"] for item in Dataset(items, diffusion_preprocessing(size, 1, augment=False))])
+
+
+def test_memorisation_flags_a_training_image_passed_off_as_synthetic(hc18):
+    train = images(synthesis_datalist(hc18)[:12])
+    unseen = images(load_datalist(hc18, "val")[:1])  # a real image the model never trained on
+    synthetic = torch.cat([(train[5] + 0.01 * torch.randn_like(train[5])).clamp(-1, 1)[None], torch.rand_like(unseen) * 2 - 1, unseen])
+    net, _ = feature_network()
+    result = memorisation(synthetic, train, features(net, synthetic), features(net, train))
+    assert result["copied"] == [0] and result["nearest_train_index"][0] == 5
+    assert result["ssim"][0] > 0.95 and max(result["ssim"][1:]) < result["ssim_threshold"]
+    assert result["share_copied"] == pytest.approx(1 / 3)
+
+
+def test_two_sample_test_reads_chance_for_one_distribution_and_certainty_for_two():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 16, generator=g), torch.randn(300, 16, generator=g)
+    assert 0.4 <= two_sample_accuracy(a, b) <= 0.6
+    assert two_sample_accuracy(a, b + 1.5) >= 0.95
+
+
+def test_two_sample_test_on_images_halves_of_the_real_set_and_noise(hc18):
+    items = synthesis_datalist(hc18)
+    if len(items) < 100:
+        pytest.skip("needs the full HC18 train split (../shared/data/hc18)")
+    net, _ = feature_network()
+    real = features(net, images(items))
+    noise = features(net, torch.rand(len(items) // 2, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    half = len(real) // 2
+    assert 0.3 <= two_sample_accuracy(real[:half], real[half:]) <= 0.7  # two halves of one set: chance
+    assert two_sample_accuracy(real[:half], noise) >= 0.95
+
+
+def test_precision_recall_and_frechet_distance_separate_matching_from_shifted_sets():
+    g = torch.Generator().manual_seed(1)
+    real, same, shifted = torch.randn(200, 8, generator=g), torch.randn(200, 8, generator=g), torch.randn(200, 8, generator=g) + 3
+    matching = knn_precision_recall(real, same)
+    assert matching["precision"] > 0.8 and matching["recall"] > 0.8
+    far = knn_precision_recall(real, shifted)
+    assert far["precision"] < 0.1 and far["recall"] < 0.1
+    assert frechet_distance(real, same) < 1.0
+    assert frechet_distance(real, shifted) == pytest.approx(8 * 3**2, rel=0.2)  # a mean shift of 3 in 8 dimensions

@@ -1,0 +1,97 @@
+"""Whether synthetic images look like the real ones, and whether they are copies of them: Frechet distance and k-NN
+precision / recall on features of a fixed network (the foundation stand-in's image encoder, or a random ResNet-18),
+a classifier two-sample test (a linear probe telling real from synthetic; 50% held-out accuracy = indistinguishable)
+and a memorisation check (each synthetic image's nearest training image in feature space, and their pixel SSIM).
+
+Images are (N, C, S, S) tensors in [-1, 1] (the diffusion model's range); features are (N, D)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.metrics import FIDMetric, SSIMMetric
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class StandinFeatures(torch.nn.Module):
+    """The foundation stand-in's image encoder (``standin.pth``), mean-pooled: (N, C, S, S) in [-1, 1] -> (N, 256)."""
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        super().__init__()
+        from ..foundation.model import build_promptable_sam, read_standin_record
+
+        record = read_standin_record(checkpoint)
+        if record is None:
+            raise FileNotFoundError(f"{checkpoint}: no standin.json beside it; pass a checkpoint written by `tskd foundation`")
+        sam = build_promptable_sam(record["sam_variant"], record["image_size"])
+        sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        self.encoder, self.size = sam.image_encoder.eval(), record["image_size"]
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images + 1) / 2
+        x = x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.encoder((x - self.mean) / self.std).mean(dim=(2, 3))
+
+
+def frechet_distance(real: torch.Tensor, synthetic: torch.Tensor) -> float:
+    """Frechet distance between Gaussian fits of two feature sets (MONAI's ``FIDMetric``)."""
+    return float(FIDMetric()(synthetic.double(), real.double()))
+
+
+def knn_precision_recall(real: torch.Tensor, synthetic: torch.Tensor, k: int = 3) -> dict[str, float]:
+    """Improved precision and recall (Kynkaanniemi et al., 2019): precision = share of synthetic features inside
+    the union of the real features' k-NN balls (realism); recall = share of real features inside the synthetic
+    features' balls (coverage)."""
+
+    def inside(points: torch.Tensor, manifold: torch.Tensor) -> float:
+        radii = torch.cdist(manifold, manifold).kthvalue(k + 1, dim=1).values  # k-th neighbour, itself excluded
+        return float((torch.cdist(points, manifold) <= radii[None]).any(dim=1).float().mean())
+
+    return {"precision": inside(synthetic, real), "recall": inside(real, synthetic), "k": k}
+
+
+def two_sample_accuracy(real: torch.Tensor, synthetic: torch.Tensor, seed: int = 0, steps: int = 300) -> float:
+    """Classifier two-sample test: equal numbers of real and synthetic features, standardised, split in half; a
+    logistic-regression probe trained on one half; its accuracy on the other half (0.5: indistinguishable)."""
+    generator = torch.Generator().manual_seed(seed)
+    n = min(len(real), len(synthetic))
+    x = torch.cat([real[torch.randperm(len(real), generator=generator)[:n]], synthetic[torch.randperm(len(synthetic), generator=generator)[:n]]]).float()
+    y = torch.cat([torch.zeros(n), torch.ones(n)])
+    order = torch.randperm(2 * n, generator=generator)
+    train, test = order[: n], order[n:]
+    mean, std = x[train].mean(0), x[train].std(0).clamp(min=1e-6)
+    x = (x - mean) / std
+    probe = torch.nn.Linear(x.shape[1], 1)
+    torch.nn.init.zeros_(probe.weight), torch.nn.init.zeros_(probe.bias)
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(probe(x[train])[:, 0], y[train]) + 1e-2 * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float(((probe(x[test])[:, 0] > 0).float() == y[test]).float().mean())
+
+
+def memorisation(synthetic_images: torch.Tensor, train_images: torch.Tensor, synthetic: torch.Tensor, train: torch.Tensor,
+                 ssim_threshold: float = 0.8) -> dict[str, Any]:
+    """For each synthetic image, its nearest training image by cosine similarity of features, and the pixel SSIM of
+    the two; ``share_copied`` = the share whose SSIM exceeds ``ssim_threshold`` (near-copies of a training image)."""
+    similarity = F.normalize(synthetic.float(), dim=1) @ F.normalize(train.float(), dim=1).T
+    cosine, nearest = similarity.max(dim=1)
+    ssim = SSIMMetric(spatial_dims=2, data_range=2.0)(synthetic_images.float(), train_images[nearest].float()).flatten()
+    copied = ssim > ssim_threshold
+    return {"nearest_train_index": nearest.tolist(), "cosine": cosine.tolist(), "ssim": ssim.tolist(),
+            "ssim_threshold": ssim_threshold, "copied": copied.nonzero().flatten().tolist(), "share_copied": float(copied.float().mean())}
