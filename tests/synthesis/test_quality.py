@@ -53,3 +53,18 @@ def test_precision_recall_and_frechet_distance_separate_matching_from_shifted_se
     assert far["precision"] < 0.1 and far["recall"] < 0.1
     assert frechet_distance(real, same) < 1.0
     assert frechet_distance(real, shifted) == pytest.approx(8 * 3**2, rel=0.2)  # a mean shift of 3 in 8 dimensions
+
+
+def test_standin_features_come_from_the_stand_in_encoder(tmp_path):
+    from tskd_components.foundation import build_promptable_sam, save_standin
+    from tskd_components.synthesis.quality import StandinFeatures
+
+    sam = build_promptable_sam("tiny", 64)
+    save_standin(sam, tmp_path, {"sam_variant": "tiny", "image_size": 64, "pool": ["x"], "steps": 0})
+    encoder = StandinFeatures(tmp_path / "standin.pth")
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    grey = (x + 1) / 2
+    expected = sam.image_encoder((torch.nn.functional.interpolate(grey.repeat(1, 3, 1, 1), size=(64, 64), mode="bilinear") - encoder.mean) / encoder.std)
+    assert torch.allclose(encoder(x), expected.mean(dim=(2, 3)), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="no standin.json"):
+        StandinFeatures(tmp_path / "elsewhere" / "sam.pth")

@@ -90,10 +90,12 @@ def test_transfer_set_reaches_the_target_size_with_a_manifest(sample_dataset, tm
             assert np.array(Image.open(path)).shape == (32, 32)  # grey dataset -> grey PNGs
 
 
-def test_quality_report_writes_grid_histograms_and_fid(hc18, tmp_path):
+def test_quality_report_writes_grid_histograms_fid_and_the_memorisation_check(hc18, tmp_path):
     real = real_batch(hc18, 12)
     report = quality_report(real, torch.rand(10, 1, 32, 32) * 2 - 1, tmp_path)
     assert report["fid"] > 0 and "random initialisation" in report["feature_network"]
     same = quality_report(real, real.clone(), tmp_path / "same")
     assert same["fid"] < report["fid"]
+    assert report["memorisation"]["share_copied"] == 0 and same["memorisation"]["share_copied"] == 1  # copies of the real set
+    assert same["recall"] == 1.0 and report["two_sample_accuracy"] > same["two_sample_accuracy"]
     assert (tmp_path / "samples_grid.png").is_file() and (tmp_path / "histograms.png").is_file()

@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.metrics import FIDMetric
 from torchvision.models import resnet18
 
+from ..utils.io import write_json
 from ..utils.weights import read_state_dict
 from .diffusion import to_uint8
-from ..utils.io import write_json
+from .quality import (
+    StandinFeatures,
+    frechet_distance,
+    knn_precision_recall,
+    memorisation,
+    two_sample_accuracy,
+)
 
 
 def feature_network(weights: str | Path | None = None, seed: int = 0) -> tuple[torch.nn.Module, str]:
@@ -43,8 +49,10 @@ def features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -
 
 
 def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str | Path, feature_weights: str | Path | None = None,
-                   grid_count: int = 8) -> dict:
-    """Write ``samples_grid.png``, ``histograms.png`` and ``quality.json`` (FID, feature network, sample counts)."""
+                   grid_count: int = 8, standin_checkpoint: str | Path | None = None) -> dict:
+    """Write ``samples_grid.png``, ``histograms.png`` and ``quality.json``: Frechet distance, k-NN precision /
+    recall and the two-sample test's accuracy on ResNet-18 features (and on the stand-in encoder's, given its
+    checkpoint), and the memorisation check of the synthetic images against ``real`` (the training images)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,25 +82,39 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
     plt.close(fig)
 
     net, description = feature_network(feature_weights)
-    fid = float(FIDMetric()(features(net, synthetic), features(net, real)))
-    report = {"fid": fid, "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
-              "grid": "samples_grid.png", "histograms": "histograms.png"}
+    real_f, synth_f = features(net, real), features(net, synthetic)
+    report = {"fid": frechet_distance(real_f, synth_f), "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
+              "grid": "samples_grid.png", "histograms": "histograms.png", **knn_precision_recall(real_f, synth_f),
+              "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
+    if standin_checkpoint:  # the features that know medical images: the foundation stand-in's encoder
+        encoder = StandinFeatures(standin_checkpoint)
+        real_f, synth_f = encoder(real), encoder(synthetic)
+        report["standin"] = {"checkpoint": str(standin_checkpoint), "fid": frechet_distance(real_f, synth_f),
+                             **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
+    copies = memorisation(synthetic, real, synth_f, real_f)  # real = the training images the model learned from
+    report["memorisation"] = {k: copies[k] for k in ("ssim_threshold", "share_copied", "copied")} | {"max_ssim": max(copies["ssim"])}
     write_json(out / "quality.json", report)
     return report
 
 
 def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, num_samples: int = 32,
-                     steps: int = 50, seed: int = 0, feature_weights: str | Path | None = None) -> dict:
+                     steps: int = 50, seed: int = 0, feature_weights: str | Path | None = None,
+                     standin_checkpoint: str | Path | None = None) -> dict:
     """Sample ``num_samples`` images from the model in ``model_dir`` and report on them against the real
     training images of ``dataset_dir`` at the model's resolution."""
     from monai.data import Dataset
 
-    from .diffusion import diffusion_preprocessing, load_unet, sample, synthesis_datalist
+    from .diffusion import (
+        diffusion_preprocessing,
+        load_unet,
+        sample,
+        synthesis_datalist,
+    )
 
     unet, scheduler_config = load_unet(model_dir)
     pre = diffusion_preprocessing(unet.config.sample_size, unet.config.in_channels, augment=False)
     real = torch.stack([item["image"] for item in Dataset(synthesis_datalist(dataset_dir), pre)])
     synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed)
-    report = quality_report(real, synthetic, output_dir, feature_weights)
+    report = quality_report(real, synthetic, output_dir, feature_weights, standin_checkpoint=standin_checkpoint)
     print(json.dumps(report, indent=1))
     return report
