@@ -80,3 +80,29 @@ def test_zoo_package_with_large_files_yml(trained_student, tmp_path):
     assert not (unpacked / "models" / "model.pt").exists() and file_digest(weights) in (unpacked / "large_files.yml").read_text()
     download_large_files(bundle_path=str(unpacked))
     assert file_digest(unpacked / "models" / "model.pt") == file_digest(weights)
+
+
+def test_a_packaged_student_runs_inference_where_tskd_components_cannot_be_imported(trained_student, tmp_path):
+    import subprocess
+    import sys
+
+    from monai.bundle import download
+
+    archive = package_bundle(trained_student, tmp_path / "dist", trained_student / "runs" / "hc18_n4_s0", method="scratch")
+    download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
+    bundle = tmp_path / "zoo" / "tskd_student_segmentation"
+    assert "tskd_components" not in (bundle / "configs" / "inference.json").read_text()
+    images = SAMPLE / "images"
+    run_bundle("tskd_student_segmentation", "inference.json", bundle_root=str(trained_student), input_dir=str(images),
+               output_dir=str(tmp_path / "repo_out"), image_size=64)  # the unpackaged bundle, with tskd_components
+    script = ("import sys; sys.modules['tskd_components'] = None  # importing it now fails\n"
+              "from monai.bundle import run\n"
+              f"run(config_file={str(bundle / 'configs' / 'inference.json')!r}, meta_file={str(bundle / 'configs' / 'metadata.json')!r}, "
+              f"bundle_root={str(bundle)!r}, input_dir={str(images)!r}, output_dir={str(tmp_path / 'zoo_out')!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=bundle, capture_output=True, text=True)  # zoo bundles run from their root
+    assert done.returncode == 0, done.stderr[-3000:]
+    masks = sorted(p.name for p in (tmp_path / "repo_out" / "masks").glob("*_seg.png"))
+    assert len(masks) == len(list(images.iterdir())) and masks == sorted(p.name for p in (tmp_path / "zoo_out" / "masks").glob("*_seg.png"))
+    for name in masks:
+        a = next((tmp_path / "repo_out").rglob(name)).read_bytes()
+        assert a == next((tmp_path / "zoo_out").rglob(name)).read_bytes(), name

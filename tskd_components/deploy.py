@@ -81,7 +81,9 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     --bundle_path <bundle>`` fetches and checks them."""
     import shutil
 
+    from .bundle_scripts import self_contained, write_scripts
     from .data import read_dataset_info
+    from .utils.run_record import package_versions
 
     root, run = Path(bundle_root), Path(run_dir)
     if not (root / "models" / "model.pt").is_file():
@@ -93,6 +95,9 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     if stage.exists():
         shutil.rmtree(stage)
     shutil.copytree(root / "configs", stage / "configs")
+    write_scripts(stage, origin=package_versions().get("tskd", ""))
+    inference = stage / "configs" / "inference.json"  # runs without tskd_components (training configs still need it)
+    inference.write_text(self_contained(inference.read_text()))
     shutil.copytree(root / "docs", stage / "docs")
     shutil.copy(root / "LICENSE", stage / "LICENSE")
     (stage / "models").mkdir()

@@ -11,7 +11,6 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from PIL import Image
 from monai.visualize import blend_images
-from skimage.transform import resize
 
 from .data.transforms import LoadSliceOrImaged
 
@@ -74,7 +73,7 @@ class SaveOverlayd(MapTransform):
             pred = torch.as_tensor(d[key]).detach().cpu().numpy()
             mask = pred.argmax(0) if pred.shape[0] > 1 else pred[0]
             if mask.shape != image.shape[1:]:
-                mask = resize(mask, image.shape[1:], order=0, preserve_range=True, anti_aliasing=False)
+                mask = torch.nn.functional.interpolate(torch.as_tensor(mask)[None, None].float(), size=image.shape[1:], mode="nearest")[0, 0].numpy()
             # MONAI's PIL reader gives (W, H); numpy images are (H, W)
             rgb = overlay(to_display(image).transpose(1, 0, 2), mask.T)
             name = Path(str(source)).name.split(".")[0] + (f"_z{int(slice_index):03d}" if slice_index is not None else "")
