@@ -106,3 +106,23 @@ def test_a_packaged_student_runs_inference_where_tskd_components_cannot_be_impor
     for name in masks:
         a = next((tmp_path / "repo_out").rglob(name)).read_bytes()
         assert a == next((tmp_path / "zoo_out").rglob(name)).read_bytes(), name
+
+
+def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):
+    from monai.bundle import download
+
+    from tskd_components.pipeline.cli import main
+
+    stage = tmp_path / "finetune" / "ts_kd_n4_s0"  # the layout of a `tskd experiment` fine-tune stage
+    shutil.copytree(trained_student / "models", stage / "models")
+    shutil.copytree(trained_student / "runs" / "hc18_n4_s0", stage / "run")
+    (stage / "result.json").write_text(json.dumps({"method": "ts_kd", "teacher": "SAM standin [stand-in ...], LoRA r4"}))
+    (stage / "stage.json").write_text(json.dumps({"overrides": {"decoder": "unetr", "num_labeled": 4}}))
+    assert main(["package", str(stage), str(tmp_path / "dist")]) == 0
+    archive = Path(capsys.readouterr().out.split("bundle: ")[1].strip())
+    download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
+    meta = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
+    assert meta["training"]["method"] == "ts_kd" and meta["training"]["teacher"].startswith("SAM standin")
+    assert (tmp_path / "zoo" / "tskd_student_segmentation" / "scripts" / "student.py").is_file()
+    assert main(["package", str(tmp_path / "finetune"), str(tmp_path / "dist")]) == 2  # not a stage: one clear line
+    assert "is not a finished fine-tune stage" in capsys.readouterr().err

@@ -122,3 +122,31 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     archive = shutil.make_archive(str(Path(output_dir) / name), "zip", root_dir=stage.parent, base_dir=name)
     shutil.rmtree(stage.parent)
     return Path(archive)
+
+
+def package_stage(stage_dir: str | Path, output_dir: str | Path, weights_url: str = "") -> Path:
+    """``tskd package``: zip the student of a fine-tune stage of ``tskd experiment`` / ``pipeline`` (a folder with
+    ``models/model.pt``, ``run/`` and ``result.json``) as a zoo bundle: the repository's student bundle configs, docs
+    and licence, this stage's weights, and the method and teacher its ``result.json`` records."""
+    import shutil
+    import tempfile
+
+    from .pipeline.stages import bundles_dir
+
+    stage = Path(stage_dir)
+    result_file = stage / "result.json"
+    if not result_file.is_file() or not (stage / "models" / "model.pt").is_file():
+        raise FileNotFoundError(f"{stage} is not a finished fine-tune stage (needs result.json and models/model.pt); pass a folder "
+                                "such as <run-dir>/<dataset>/finetune/ts_kd_n10_s0")
+    result = json.loads(result_file.read_text())
+    overrides = json.loads((stage / "stage.json").read_text())["overrides"] if (stage / "stage.json").is_file() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "tskd_student_segmentation"
+        shutil.copytree(bundles_dir() / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
+        (root / "models").mkdir()
+        shutil.copy(stage / "models" / "model.pt", root / "models" / "model.pt")
+        inference = json.loads((root / "configs" / "inference.json").read_text())
+        inference.update({k: overrides[k] for k in ("student_name", "decoder") if k in overrides})  # the variant that was trained
+        write_json(root / "configs" / "inference.json", inference, indent=4)
+        return package_bundle(root, output_dir, stage / "run", method=result["method"], teacher=result.get("teacher", "none"),
+                              weights_url=weights_url)

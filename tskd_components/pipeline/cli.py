@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     found.add_argument("--verbose", action="store_true", help="stream the stage's output here (default: into its stage.log)")
 
+    pack = sub.add_parser("package", help="zip a fine-tuned student as a self-contained model-zoo bundle")
+    pack.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
+    pack.add_argument("output_dir", help="where the zip is written")
+    pack.add_argument("--weights-url", default="", help="where model.pt will be hosted: ship large_files.yml instead of the weights")
+
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
     rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
     rep.add_argument("--paired-from-csv", help="only print the paired-difference tables (95%% CIs) of a results.csv")
@@ -167,6 +172,11 @@ def run_command(args: argparse.Namespace, command: str) -> int:
             print(paired_markdown(read_csv(args.paired_from_csv)))
         else:
             write_report(args.run_dir, command)
+        return 0
+    if args.command == "package":
+        from ..deploy import package_stage
+
+        print(f"bundle: {package_stage(args.stage_dir, args.output_dir, args.weights_url)}")
         return 0
     if args.command == "foundation":
         print(f"stand-in: {run_foundation(args)}")
