@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def run_foundation(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """``tskd``: a bad input (a dataset file, a checkpoint, a setting) ends with one line naming it and the fix (exit 2),
-    its full traceback in ``<run-dir>/tskd_error.log``; any other failure keeps its traceback."""
+    its full traceback in ``tskd_error.log`` in the run (or output) folder; any other failure keeps its traceback."""
     args = build_parser().parse_args(argv)
     command = "tskd " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         cause = input_error(err)
         if cause is None:
             raise
-        log = Path(getattr(args, "run_dir", None) or ".") / ERROR_LOG
+        log = Path(getattr(args, "run_dir", None) or getattr(args, "output_dir", None) or tempfile.gettempdir()) / ERROR_LOG
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("".join(traceback.format_exception(err)))
         print(f"tskd: error: {cause}\n(full traceback: {log})", file=sys.stderr)
