@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from monai.networks.nets import BasicUNet
 
-from tskd_components.networks import ViTSegmenter, build_prompt_free_sam
+from tskd_components.networks import build_prompt_free_sam, create_student, list_students
 from tskd_components.networks.decoders import DECODERS
 from tskd_components.pipeline.experiment import UNET_FEATURES
 from tskd_components.utils.profiling import model_cost
@@ -71,11 +71,12 @@ def main() -> None:
     print(f"teacher SAM {args.teacher:6s}  1024 px: {full:8.3f} img/s  ({n_cost['gflops']:.1f} GFLOPs)")
     unet, u_cost = images_per_second(BasicUNet(2, 3, 2, features=UNET_FEATURES), args.image_size, args.batch, args.repeats, args.device)
     print(f"UNet reference     {args.image_size:5d} px: {unet:8.2f} img/s  ({u_cost['params_m']:.2f} M params, {u_cost['gflops']:.2f} GFLOPs)")
-    for decoder in DECODERS:
-        model = ViTSegmenter(args.image_size, 3, 2, decoder=decoder)
+    variants = [("vit_tiny", decoder) for decoder in DECODERS] + [(name, "light") for name in list_students() if name != "vit_tiny"]
+    for student_name, decoder in variants:
+        model = create_student(student_name, image_size=args.image_size, num_classes=2, decoder=decoder)
         student, s_cost = images_per_second(model, args.image_size, args.batch, args.repeats, args.device)
         decoder_gflops = s_cost["gflops"] - model_cost(model.encoder, args.image_size, repeats=1)["gflops"]
-        print(f"student ViT-Tiny + {decoder:5s} decoder {args.image_size} px: {student:8.2f} img/s ({s_cost['params_m']:.2f} M params, "
+        print(f"student {student_name} + {decoder} decoder {args.image_size} px: {student:8.2f} img/s ({s_cost['params_m']:.2f} M params, "
               f"{s_cost['gflops']:.2f} GFLOPs, decoder {decoder_gflops:.2f}) -> x{student / same:.1f} SAM {args.teacher} at {args.image_size} px "
               f"(goal >= 10), x{student / full:.0f} at 1024 px, x{student / unet:.1f} the UNet")
         if args.onnx:

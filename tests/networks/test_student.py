@@ -47,9 +47,16 @@ def test_hidden_states_equal_timms_forward_intermediates(indices):
     assert len(hidden) == 4 and all(torch.equal(h, by_block[i]) for h, i in zip(hidden, indices))
 
 
+TEST_SIZE = {"vit_tiny": {"depth": 4}, "tiny_vit_5m": {"depths": (1, 1, 1, 1)}}  # every registered variant, test-sized
+
+
+def test_every_registered_variant_has_a_test_size():
+    assert sorted(TEST_SIZE) == list_students()
+
+
 @pytest.mark.parametrize("name", list_students())
 def test_every_student_variant_scripts_with_torchscript(name):
-    model = create_student(name, image_size=64, num_classes=3, depth=4).eval()
+    model = create_student(name, image_size=64, num_classes=3, **TEST_SIZE[name]).eval()
     scripted = torch.jit.script(model)  # the model zoo's default ckpt_export mode
     x = torch.randn(1, 3, 64, 64)
     assert torch.allclose(scripted(x), model(x), atol=1e-5)

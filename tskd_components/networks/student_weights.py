@@ -106,7 +106,7 @@ def init_student(model: ViTSegmenter, initial_weights: str | Path | None = None)
 def export_student(model: ViTSegmenter, path: str | Path, include_decoder: bool = True) -> Path:
     """Write the student's weights (``encoder.`` + ``decoder.`` keys, or the encoder only) as safetensors, the
     format ``tskd_student_segmentation`` accepts as ``initial_weights``."""
-    state = {k: v for k, v in model.state_dict().items() if include_decoder or k.startswith("encoder.")}
+    state = {k: v for k, v in model.state_dict().items() if include_decoder or not k.startswith("decoder.")}  # encoder (+ neck)
     meta = {"image_size": str(model.image_size), "in_channels": str(model.in_channels), "num_classes": str(model.num_classes),
             "hidden_indices": ",".join(map(str, model.hidden_indices)), "parts": "encoder+decoder" if include_decoder else "encoder"}
     return save_safetensors(state, path, meta)

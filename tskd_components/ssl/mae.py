@@ -20,6 +20,13 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
+def require_vit(student: torch.nn.Module, method: str) -> None:
+    """Refuse a student that is not a ViT (e.g. the hierarchical ``tiny_vit_5m``), naming the methods it supports."""
+    if not isinstance(student, ViTSegmenter):
+        raise ValueError(f"{method} pre-trains ViT students only (student_name vit_tiny); {type(student).__name__} students "
+                         "are pre-trained by TS-KD or TA-KD distillation")
+
+
 def random_masking(batch: int, num_patches: int, ratio: float, device: torch.device, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of kept patches (B, n_keep), sorted, and a (B, N) mask that is 1 on masked patches."""
     n_keep = max(1, int(round(num_patches * (1 - ratio))))
@@ -45,6 +52,7 @@ class MAE(nn.Module):
         super().__init__()
         if not 0 < mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        require_vit(student, "MAE (it masks ViT patch tokens)")
         self.student = student
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss

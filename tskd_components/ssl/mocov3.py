@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..networks.student import ViTSegmenter
+from .mae import require_vit
 
 
 def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, last_bn: bool) -> nn.Sequential:
@@ -44,6 +45,7 @@ class MoCoV3(nn.Module):
 
     def __init__(self, student: ViTSegmenter, dim: int = 256, mlp_dim: int = 1024, temperature: float = 0.2, base_momentum: float = 0.99) -> None:
         super().__init__()
+        require_vit(student, "MoCo v3 (its representation is the ViT class token)")
         self.student = student
         self.temperature = temperature
         self.base_momentum = base_momentum
