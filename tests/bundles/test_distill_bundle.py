@@ -117,3 +117,16 @@ def test_two_process_gloo_ddp_distillation(trained_teacher, cache_dir, tmp_path)
     assert all(not k.startswith("module.") for k in state["model"]) and "kd_loss" in state  # DDP wrappers not saved
     report = load_student_weights(ViTSegmenter(64, 3, 2), run / "student_pretrained.safetensors")
     assert not report.missing and not report.unexpected
+
+
+def test_ts_kd_distils_a_hierarchical_student_from_the_same_cache(trained_teacher, cache_dir, tmp_path):
+    distill(tmp_path, cache_dir=str(cache_dir), teacher_weights=merged(trained_teacher), max_epochs=1, student_name="tiny_vit_5m",
+            **{"network_def#depths": (1, 1, 1, 1)})
+    run = tmp_path / "runs" / "hc18_ts_kd_s0"
+    rows = list(csv.DictReader((run / "training_log.csv").open()))
+    assert rows and {"feature_0", "feature_3", "kl"} <= set(rows[0]) and float(rows[0]["loss"]) > 0
+    from tskd_components.networks import create_student
+
+    student = create_student("tiny_vit_5m", image_size=64, num_classes=2, depths=(1, 1, 1, 1))
+    report = load_student_weights(student, run / "student_pretrained.safetensors")
+    assert not report.missing_encoder  # the distilled backbone and neck load into the student bundle's network
