@@ -70,6 +70,14 @@ def test_test_split_images_are_never_used(hc18):
         assert_no_test_images(renamed, hc18)
 
 
+def test_the_pool_used_by_synthesis_never_contains_a_test_image_or_the_target(sample_dataset, small_copy):
+    target = small_copy(sample_dataset, n=3)  # another dataset folder
+    items = synthesis_datalist(target, pool=[sample_dataset])
+    assert [it["id"] for it in items] == read_split(sample_dataset)["train"]  # the pool's train split, no test id
+    with pytest.raises(DatasetError, match="holds the target"):
+        synthesis_datalist(target, pool=[sample_dataset, target])
+
+
 def test_transfer_set_reaches_the_target_size_with_a_manifest(sample_dataset, tmp_path):
     unet = tiny_unet()
     scheduler = DDPMScheduler(num_train_timesteps=1000)

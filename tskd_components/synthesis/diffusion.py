@@ -35,10 +35,17 @@ def build_unet(image_size: int = 64, channels: int = 1, block_out_channels: Sequ
                        layers_per_block=layers_per_block, down_block_types=down, up_block_types=up, norm_num_groups=groups)
 
 
-def synthesis_datalist(dataset_dir: str | Path) -> list[dict[str, Any]]:
-    """Image-only items the diffusion model may learn from: the train split (labeled and unlabeled), never test."""
-    items = [{k: v for k, v in it.items() if k != "label"} for it in load_datalist(dataset_dir, "train", validate=False)]
-    assert_no_test_images(items, dataset_dir)
+def synthesis_datalist(dataset_dir: str | Path, pool: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
+    """Image-only items the diffusion model may learn from: the train split (labeled and unlabeled), never test; with
+    ``pool`` (dataset folders, e.g. the foundation stand-in's pool) those datasets' train splits instead, to pre-train
+    on before the target. A pool that holds the target itself is refused."""
+    if any(Path(d).resolve() == Path(dataset_dir).resolve() for d in pool):
+        raise DatasetError(f"the synthesis pool {[str(d) for d in pool]} holds the target {dataset_dir}; pre-train on other datasets")
+    items = []
+    for folder in pool or [dataset_dir]:
+        part = [{k: v for k, v in it.items() if k != "label"} for it in load_datalist(folder, "train", validate=False)]
+        assert_no_test_images(part, folder)
+        items += part
     return items
 
 
