@@ -43,7 +43,7 @@ def trained_student(tmp_path_factory) -> Path:
     return root
 
 
-def test_zoo_package_round_trip(trained_student, tmp_path):
+def test_zoo_package_round_trip(trained_student, tmp_path, monkeypatch):
     import torch
     from monai.bundle import download, load, verify_metadata
 
@@ -59,6 +59,7 @@ def test_zoo_package_round_trip(trained_student, tmp_path):
     assert "trained on hc18" in license_text and (SAMPLE / "PROVENANCE.md").read_text() in license_text
     verify_metadata(meta_file=str(tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json"),
                     filepath=str(BUNDLES / "metadata_schema.json"))
+    monkeypatch.syspath_prepend(str(tmp_path / "zoo" / "tskd_student_segmentation"))  # a zoo bundle's scripts/, as MONAI Label does
     loaded = load(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), workflow_type="inference", device="cpu")
     reference = ViTSegmenter(64, 3, 2)
     reference.load_state_dict(torch.load(root / "models" / "model.pt", weights_only=True))

@@ -26,7 +26,7 @@ def trained(trained_teacher) -> Path:
 
 def test_training_exports_lora_and_merged_weights(trained):
     names = sorted(p.name for p in (trained / "models").iterdir())
-    assert names == ["checkpoint_epoch=2.pt", "model.pt", "resume_signature.json", "teacher_lora.safetensors", "teacher_merged.safetensors"]
+    assert names == ["checkpoint_epoch=2.pt", "model.pt", "model.pt.best.json", "resume_signature.json", "teacher_lora.safetensors", "teacher_merged.safetensors"]
     config = json.loads(next((trained / "runs").glob("*/config.resolved.json")).read_text())
     assert config["sam_variant"] == "tiny" and config["random_init"] is True and config["lora_rank"] == 4
 

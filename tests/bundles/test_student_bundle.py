@@ -35,7 +35,7 @@ def trained(tmp_path_factory) -> Path:
 
 def test_training_writes_checkpoints_and_run_record(trained):
     run_dir = trained / "runs" / "hc18_n6_s0"
-    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt", "resume_signature.json"]
+    assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt", "model.pt.best.json", "resume_signature.json"]
     config = json.loads((run_dir / "config.resolved.json").read_text())
     assert config["num_labeled"] == 6 and config["image_size"] == 64 and config["dataset_dir"] == str(SAMPLE)
     assert "monai" in json.loads((run_dir / "versions.json").read_text())
@@ -52,7 +52,7 @@ def test_training_resumes_from_the_last_checkpoint(trained, tmp_path):
     rows = list(csv.DictReader((root / "runs" / "hc18_n6_s0" / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert rows[:2] == list(csv.DictReader((trained / "runs" / "hc18_n6_s0" / "training_log.csv").open()))
-    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint_epoch=3.pt", "model.pt", "resume_signature.json"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint_epoch=3.pt", "model.pt", "model.pt.best.json", "resume_signature.json"]
 
 
 def test_training_stops_when_validation_dice_stalls(tmp_path):
