@@ -6,7 +6,7 @@ pooling from the finer stages, bilinear from the 1/32 one), giving four (B, embe
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple, Union
+from typing import Any, List, Sequence
 
 import timm
 import torch
@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decoders import create_decoder
-from .student import register_student
+from .student import Segmenter, register_student
 
 
-class HierarchicalSegmenter(nn.Module):
+class HierarchicalSegmenter(Segmenter):
     """A hierarchical timm backbone + a decoder of ``decoders.DECODERS``; logits at the input resolution.
 
     Args:
@@ -62,16 +62,6 @@ class HierarchicalSegmenter(nn.Module):
             y = F.adaptive_avg_pool2d(y, grid) if i < 2 else F.interpolate(y, size=grid, mode="bilinear", align_corners=False)
             stages.append(y)
         return [stages[i] for i in self.hidden_indices]
-
-    def forward_with_hidden(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Logits (B, num_classes, S, S) and the hidden maps they were decoded from."""
-        hidden = self.forward_hidden(x)
-        return self.decoder(x, hidden), hidden
-
-    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
-        if return_hidden:
-            return self.forward_with_hidden(x)
-        return self.decoder(x, self.forward_hidden(x))
 
 
 @register_student

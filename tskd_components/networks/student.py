@@ -19,7 +19,26 @@ from .layers import evenly_spaced_blocks
 _STUDENTS: dict[str, Callable[..., "ViTSegmenter"]] = {}
 
 
-class ViTSegmenter(nn.Module):
+class Segmenter(nn.Module):
+    """What every student offers (the decoders, distillation and export rely on it): ``forward_hidden`` (four
+    (B, embed_dim, S/16, S/16) maps, defined by each backbone), and from it the logits."""
+
+    def forward_hidden(self, x: torch.Tensor) -> List[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward_with_hidden(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Logits (B, num_classes, S, S) and the hidden states they were decoded from (one encoder pass)."""
+        hidden = self.forward_hidden(x)
+        return self.decoder(x, hidden), hidden
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Logits; with ``return_hidden`` also the hidden states (the call distillation makes through DDP)."""
+        if return_hidden:
+            return self.forward_with_hidden(x)
+        return self.decoder(x, self.forward_hidden(x))
+
+
+class ViTSegmenter(Segmenter):
     """A timm ViT encoder + a decoder of `decoders.DECODERS` (UNETR by default); logits at the input resolution.
 
     Args:
@@ -88,19 +107,8 @@ class ViTSegmenter(nn.Module):
             hidden.append(grid.transpose(1, 2).reshape(grid.shape[0], grid.shape[2], h, w))
         return hidden
 
-    def forward_with_hidden(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Logits (B, num_classes, S, S) and the hidden states they were decoded from (one encoder pass)."""
-        hidden = self.forward_hidden(x)
-        return self.decoder(x, hidden), hidden
 
-    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Logits; with ``return_hidden`` also the hidden states (the call distillation makes through DDP)."""
-        if return_hidden:
-            return self.forward_with_hidden(x)
-        return self.decoder(x, self.forward_hidden(x))
-
-
-def register_student(builder: Callable[..., ViTSegmenter]) -> Callable[..., ViTSegmenter]:
+def register_student(builder: Callable[..., Segmenter]) -> Callable[..., Segmenter]:
     """Register a student builder under its function name (``@register_student def vit_tiny(**kwargs)``)."""
     if builder.__name__ in _STUDENTS:
         raise ValueError(f"student {builder.__name__!r} is already registered")
