@@ -16,7 +16,7 @@ from torch import nn
 from .decoders import create_decoder
 from .layers import evenly_spaced_blocks
 
-_STUDENTS: dict[str, Callable[..., "ViTSegmenter"]] = {}
+_STUDENTS: dict[str, Callable[..., "Segmenter"]] = {}
 
 
 class Segmenter(nn.Module):
@@ -120,7 +120,7 @@ def list_students() -> list[str]:
     return sorted(_STUDENTS)
 
 
-def create_student(name: str = "vit_tiny", **kwargs: Any) -> ViTSegmenter:
+def create_student(name: str = "vit_tiny", **kwargs: Any) -> "Segmenter":
     """Build the registered student ``name`` (keyword arguments go to :class:`ViTSegmenter`)."""
     if name not in _STUDENTS:
         raise ValueError(f"unknown student {name!r}; registered: {list_students()}")
