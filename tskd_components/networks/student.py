@@ -20,11 +20,8 @@ _STUDENTS: dict[str, Callable[..., "Segmenter"]] = {}
 
 
 class Segmenter(nn.Module):
-    """What every student offers (the decoders, distillation and export rely on it): ``forward_hidden`` (four
-    (B, embed_dim, S/16, S/16) maps, defined by each backbone), and from it the logits."""
-
-    def forward_hidden(self, x: torch.Tensor) -> List[torch.Tensor]:
-        raise NotImplementedError
+    """What every student offers (the decoders, distillation and export rely on it): each subclass defines
+    ``forward_hidden`` (images -> four (B, embed_dim, S/16, S/16) maps) and ``decoder``; the logits follow here."""
 
     def forward_with_hidden(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Logits (B, num_classes, S, S) and the hidden states they were decoded from (one encoder pass)."""
