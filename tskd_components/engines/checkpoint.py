@@ -68,7 +68,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         self.min_seconds = min_seconds
         self._last_save = time.monotonic()
         name = kwargs.get("key_metric_filename")
-        self.best_file = Path(save_dir) / f"{name}.best.json" if name and self._key_metric_checkpoint is not None else None
+        self.best_model = Path(save_dir) / name if name and self._key_metric_checkpoint is not None else None
+        self.best_file = self.best_model.with_name(f"{name}.best.json") if self.best_model else None
         self.keep = kwargs.get("n_saved", 1)
         for ckpt, name in (
             (self._final_checkpoint, kwargs.get("final_filename")),
@@ -88,7 +89,7 @@ class AtomicCheckpointSaver(CheckpointSaver):
             if stale.is_file():
                 stale.unlink()  # left by a process killed while writing
         super().attach(engine)
-        if self.best_file is not None and self.best_file.is_file() and (self.best_file.parent / self.best_file.name[:-len(".best.json")]).is_file():
+        if self.best_file is not None and self.best_file.is_file() and self.best_model.is_file():
             self._key_metric_checkpoint.load_state_dict(json.loads(self.best_file.read_text()))  # the best of earlier runs
         if self._interval_checkpoint is not None:
             event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED

@@ -7,25 +7,11 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ignite.engine import Engine
-from monai.handlers import (
-    LrScheduleHandler,
-    StatsHandler,
-    TensorBoardStatsHandler,
-    ValidationHandler,
-)
+from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 
 from .checkpoint import AtomicCheckpointSaver
-from .handlers import (
-    EarlyStopping,
-    LossProgressBar,
-    NaNGuard,
-    ResumeFromCheckpoint,
-    RunRecorder,
-    TrainingCurves,
-    TrainingSummary,
-    ValidationSchedule,
-    first_loss,
-)
+from .handlers import (EarlyStopping, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, TrainingCurves, TrainingSummary,
+                       ValidationSchedule, first_loss)
 
 
 def training_handlers(
