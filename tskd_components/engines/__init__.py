@@ -11,5 +11,5 @@ from .handlers import (
     TrainingSummary,
     plot_training_curves,
 )
-from .training import training_handlers, validation_handlers
+from .training import TrainingHandlers, training_handlers, validation_handlers
 from .metrics import METRICS_FILE, EmptyPredictionMetric, HD95Metric, MetricsReport, evaluation_metrics, native_resolution_postprocessing

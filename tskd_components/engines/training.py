@@ -1,6 +1,7 @@
 """The handler chains every TSKD trainer shares, written once: resume, run record, LR schedule, validation,
-NaN guard, atomic checkpoints, logs, curves and a progress bar. Bundle configs build them as one ``_target_``
-block with named arguments, e.g. ``{"_target_": "tskd_components.engines.training_handlers", "ckpt_dir": ...}``."""
+NaN guard, atomic checkpoints, logs, curves and a progress bar. Bundle configs list the training chain as one
+``_target_`` block with named arguments, ``"handlers": [{"_target_": "tskd_components.engines.TrainingHandlers",
+"ckpt_dir": ...}]``, and the validation chain as ``{"_target_": "tskd_components.engines.validation_handlers", ...}``."""
 
 from __future__ import annotations
 
@@ -71,6 +72,29 @@ def training_handlers(
         TrainingSummary(output_dir=output_dir),
     ]
     return handlers
+
+
+class TrainingHandlers:
+    """:func:`training_handlers` as one handler: ``attach`` attaches the chain in its order. A bundle's
+    ``train#handlers`` is then a list of ``_target_`` blocks, which MONAI Label's BundleTrainTask (it puts its
+    CheckpointLoader first) and the zoo's workflow property checks expect.
+
+    Args:
+        rank: the process's rank under DDP; every rank > 0 keeps only what each process must run (resume, LR
+            schedule, validation and its schedule, early stopping, NaN guard); rank 0 also writes checkpoints, logs,
+            curves and the progress bar.
+        kwargs: the arguments of :func:`training_handlers`.
+    """
+
+    EVERY_RANK = (ResumeFromCheckpoint, LrScheduleHandler, ValidationSchedule, ValidationHandler, EarlyStopping, NaNGuard)
+
+    def __init__(self, rank: int = 0, **kwargs: Any) -> None:
+        chain = training_handlers(**kwargs)
+        self.handlers = chain if rank == 0 else [h for h in chain if isinstance(h, self.EVERY_RANK)]
+
+    def attach(self, engine: Engine) -> None:
+        for handler in self.handlers:
+            handler.attach(engine)
 
 
 def validation_handlers(ckpt_dir: str, output_dir: str, model: Any) -> list:
