@@ -68,45 +68,67 @@ def test_zoo_package_round_trip(trained_student, tmp_path, monkeypatch):
         assert torch.equal(loaded.eval()(x), reference.eval()(x))
 
 
-def test_zoo_package_with_large_files_yml(trained_student, tmp_path):
-    from monai.bundle import download, download_large_files
-
-    from tskd_components.utils.weights import file_digest
-
-    weights = trained_student / "models" / "model.pt"
-    archive = package_bundle(trained_student, tmp_path / "dist", trained_student / "runs" / "hc18_n4_s0", method="scratch",
-                             weights_url=weights.as_uri())
-    download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
-    unpacked = tmp_path / "zoo" / "tskd_student_segmentation"
-    assert not (unpacked / "models" / "model.pt").exists() and file_digest(weights) in (unpacked / "large_files.yml").read_text()
-    download_large_files(bundle_path=str(unpacked))
-    assert file_digest(unpacked / "models" / "model.pt") == file_digest(weights)
+BLOCKED = "import sys; sys.modules['tskd_components'] = None  # importing it now fails, as where the zoo's users run bundles\n"
 
 
-def test_a_packaged_student_runs_inference_where_tskd_components_cannot_be_imported(trained_student, tmp_path):
+def test_a_packaged_student_runs_where_tskd_components_cannot_be_imported(trained_student, tmp_path):
+    """The issue's bar: package, then in a process without tskd_components: ``monai.bundle download`` (file URL), the
+    weights through ``large_files.yml`` (as for a student over the zoo's 25 MB limit), ``inference.json`` on the
+    shipped sample images and on a folder, to the unpackaged bundle's masks."""
     import subprocess
     import sys
 
-    from monai.bundle import download
+    from tskd_components.utils.weights import file_digest
 
-    archive = package_bundle(trained_student, tmp_path / "dist", trained_student / "runs" / "hc18_n4_s0", method="scratch")
-    download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
-    bundle = tmp_path / "zoo" / "tskd_student_segmentation"
-    assert "tskd_components" not in (bundle / "configs" / "inference.json").read_text()
+    archive = package_bundle(trained_student, tmp_path / "dist", trained_student / "runs" / "hc18_n4_s0", method="scratch",
+                             embed_limit_mb=0)
+    hosted = tmp_path / "dist" / "tskd_student_segmentation_model.pt"
+    assert file_digest(hosted) == file_digest(trained_student / "models" / "model.pt")
     images = SAMPLE / "images"
     run_bundle("tskd_student_segmentation", "inference.json", bundle_root=str(trained_student), input_dir=str(images),
                output_dir=str(tmp_path / "repo_out"), image_size=64)  # the unpackaged bundle, with tskd_components
-    script = ("import sys; sys.modules['tskd_components'] = None  # importing it now fails\n"
-              "from monai.bundle import run\n"
-              f"run(config_file={str(bundle / 'configs' / 'inference.json')!r}, meta_file={str(bundle / 'configs' / 'metadata.json')!r}, "
-              f"bundle_root={str(bundle)!r}, input_dir={str(images)!r}, output_dir={str(tmp_path / 'zoo_out')!r})\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=bundle, capture_output=True, text=True)  # zoo bundles run from their root
+    zoo, bundle = tmp_path / "zoo", tmp_path / "zoo" / "tskd_student_segmentation"
+    script = BLOCKED + (
+        "import os\nfrom monai.bundle import download, download_large_files, run\n"
+        f"download(name='tskd_student_segmentation', bundle_dir={str(zoo)!r}, url={archive.as_uri()!r})\n"
+        f"assert not os.path.exists({str(bundle / 'models' / 'model.pt')!r})  # the zip leaves the weights out\n"
+        f"download_large_files(bundle_path={str(bundle)!r})\n"
+        f"os.chdir({str(bundle)!r})  # zoo bundles with scripts/ run from their root\n"
+        "run(config_file='configs/inference.json', meta_file='configs/metadata.json', bundle_root='.', "
+        f"output_dir={str(tmp_path / 'zoo_sample')!r})\n"
+        "run(config_file='configs/inference.json', meta_file='configs/metadata.json', bundle_root='.', "
+        f"input_dir={str(images)!r}, output_dir={str(tmp_path / 'zoo_out')!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "tskd_components" not in "".join(p.read_text() for p in (bundle / "configs").glob("*.json"))
     masks = sorted(p.name for p in (tmp_path / "repo_out" / "masks").glob("*_seg.png"))
     assert len(masks) == len(list(images.iterdir())) and masks == sorted(p.name for p in (tmp_path / "zoo_out" / "masks").glob("*_seg.png"))
     for name in masks:
-        a = next((tmp_path / "repo_out").rglob(name)).read_bytes()
-        assert a == next((tmp_path / "zoo_out").rglob(name)).read_bytes(), name
+        assert (tmp_path / "repo_out" / "masks" / name).read_bytes() == (tmp_path / "zoo_out" / "masks" / name).read_bytes(), name
+    shipped = sorted(p.stem for p in (bundle / "sample_data" / "images").iterdir())
+    test_ids = json.loads((SAMPLE / "split.json").read_text())["test"]
+    assert shipped and set(shipped) <= set(test_ids)  # never a training image
+    assert sorted(p.name for p in (tmp_path / "zoo_sample" / "masks").glob("*_seg.png")) == [f"{i}_seg.png" for i in shipped]
+
+
+def test_a_packaged_student_passes_the_zoos_ci_checks(trained_student, tmp_path):
+    """``tests/zoo_ci.py`` runs the checks of the zoo's ``ci/verify_bundle.py`` (full mode) in a process without
+    tskd_components: required files after fetching large files, version in changelog, metadata schema,
+    inference (and training) workflow properties, ``verify_net_in_out``, scripted and traced ``ckpt_export``."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import REPO
+
+    archive = package_bundle(trained_student, tmp_path / "dist", trained_student / "runs" / "hc18_n4_s0", method="scratch")
+    zipfile.ZipFile(archive).extractall(tmp_path / "models")
+    done = subprocess.run([sys.executable, "-P", str(REPO / "tests" / "zoo_ci.py"), str(tmp_path / "models"), "tskd_student_segmentation",
+                           str(REPO / "bundles" / "metadata_schema.json"), str(SAMPLE)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    passed = [line.split(":")[0] for line in done.stdout.splitlines() if line.endswith(": ok")]
+    assert passed == ["verify_bundle_directory", "verify_version_changes", "verify_metadata_format", "verify_bundle_properties (inference)",
+                      "train workflow properties (beyond the zoo)", "verify_data_shape", "verify_torchscript (scripted and traced)"]
 
 
 def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):

@@ -1,9 +1,10 @@
-"""Make a packaged student bundle self-contained, as model-zoo bundles are: the code its ``inference.json`` needs
-(student network, decoders, transforms, the overlay writer) copied into the bundle's ``scripts/`` package, and the
-config's ``tskd_components.*`` references rewritten to ``scripts.*``. Like every zoo bundle with a ``scripts/``
+"""Make a packaged student bundle self-contained, as model-zoo bundles are: the code its configs need for inference,
+evaluation and fine-tuning (student networks, decoders, transforms, the handler chain, metrics, the overlay writer)
+copied into the bundle's ``scripts/`` package, and the configs' ``tskd_components.*`` references rewritten to
+``scripts.*``. Like every zoo bundle with a ``scripts/``
 folder, it runs from its own root (``cd <bundle>; python -m monai.bundle run --config_file configs/inference.json``:
 ``import scripts`` is resolved while the config is parsed, before MONAI puts the bundle root on ``sys.path``), and
-needs only MONAI, torch and timm (and their usual readers) there."""
+needs only MONAI, torch and timm (and their usual readers; pytorch-ignite to train) there."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-# the modules inference needs, copied flat into scripts/ (their relative imports are rewritten to match)
-SCRIPT_MODULES = ("networks/student.py", "networks/decoders.py", "networks/layers.py", "data/transforms.py", "data/dataset.py",
-                  "utils/io.py", "utils/weights.py", "visualize.py")
-_RELATIVE_IMPORT = re.compile(r"^from \.+(?:[\w.]+\.)?(\w+) import", re.MULTILINE)
+# the modules the student configs need (inference, evaluate, train, multi-GPU train), copied flat into scripts/ (their
+# relative imports are rewritten to match; write_scripts refuses a module whose imports are not copied too)
+SCRIPT_MODULES = ("networks/student.py", "networks/hierarchical.py", "networks/decoders.py", "networks/layers.py",
+                  "networks/student_weights.py", "data/transforms.py", "data/dataset.py", "engines/training.py",
+                  "engines/handlers.py", "engines/checkpoint.py", "engines/metrics.py", "utils/io.py", "utils/weights.py",
+                  "utils/run_record.py", "visualize.py")
+_RELATIVE_IMPORT = re.compile(r"^(\s*)from \.+(?:[\w.]+\.)?(\w+) import", re.MULTILINE)
 _REFERENCE = re.compile(r"tskd_components((?:\.\w+)+)")
 
 
@@ -27,8 +31,8 @@ def write_scripts(bundle_dir: str | Path, origin: str = "") -> Path:
     names = {Path(m).stem for m in SCRIPT_MODULES}
     for module in SCRIPT_MODULES:
         source = (PACKAGE / module).read_text()
-        flat = _RELATIVE_IMPORT.sub(lambda m: f"from .{m.group(1)} import", source)
-        missing = {m.group(1) for m in _RELATIVE_IMPORT.finditer(source)} - names
+        flat = _RELATIVE_IMPORT.sub(lambda m: f"{m.group(1)}from .{m.group(2)} import", source)
+        missing = {m.group(2) for m in _RELATIVE_IMPORT.finditer(source)} - names
         if missing:
             raise RuntimeError(f"{module} imports {sorted(missing)}, which SCRIPT_MODULES does not copy; add them")
         (scripts / Path(module).name).write_text(flat)
@@ -58,6 +62,7 @@ def self_contained(config_text: str) -> str:
         raise RuntimeError(f"config reference tskd_components{match.group(1)} does not resolve")
 
     config = json.loads(config_text)
-    config["imports"] = [i for i in config.get("imports", []) if i != "$import tskd_components"] + ["$import scripts"]
+    if "imports" in config:  # an overlay without imports keeps the base config's (a merged list would replace them)
+        config["imports"] = [i for i in config["imports"] if i != "$import tskd_components"] + ["$import scripts"]
     text = json.dumps(config, indent=4)
     return _REFERENCE.sub(rewrite, text)

@@ -69,44 +69,63 @@ def write_input_size(configs: str | Path, image_size: int, in_channels: int, cla
     write_json(configs / "inference.json", inference, indent=4)
 
 
-def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str | Path, method: str = "scratch",
-                   teacher: str = "none", weights_url: str = "") -> Path:
-    """Zip a trained ``tskd_student_segmentation`` in the model-zoo layout (``<name>/configs``, ``docs``, ``LICENSE``,
-    ``models/model.pt``), with ``metadata.json`` describing what was trained: dataset, label count, seed,
-    pre-training ``method``, ``teacher``, test metrics (from ``run_dir/eval_test/metrics.json`` when present), and
-    the input size and classes the weights need. Returns the zip path.
+ZOO_FILE_LIMIT_MB = 25.0  # the model zoo's largest file in a bundle; bigger weights go through large_files.yml only
+SAMPLE_IMAGES = 4  # test-split images shipped in sample_data/images, the default input of the packaged inference.json
 
-    With ``weights_url`` (where ``models/model.pt`` will be hosted), the zip leaves the weights out and carries a
-    zoo-style ``large_files.yml`` (path, URL, SHA-256) instead; ``python -m monai.bundle download_large_files
-    --bundle_path <bundle>`` fetches and checks them."""
+
+def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str | Path, method: str = "scratch",
+                   teacher: str = "none", weights_url: str = "", embed_limit_mb: float = ZOO_FILE_LIMIT_MB) -> Path:
+    """Zip a trained ``tskd_student_segmentation`` as a self-contained model-zoo bundle (``<name>/configs``,
+    ``scripts``, ``docs``, ``LICENSE``, ``data_license.txt``, ``large_files.yml``) and return the zip's path.
+
+    ``metadata.json`` says what was trained: dataset, label count, seed, pre-training ``method``, ``teacher``, test
+    metrics (from ``run_dir/eval_test/metrics.json`` when present), input size and classes. Every config calls the
+    code copied into ``scripts/`` (see :mod:`.bundle_scripts`) and ``required_packages_version`` no longer names
+    ``tskd``. ``inference.json`` reads ``sample_data/images`` by default (the first :data:`SAMPLE_IMAGES` test-split
+    images of the training dataset); the training configs' ``dataset_dir`` is the zoo's ``/workspace/data/<dataset>``
+    placeholder.
+
+    The weights are referenced by ``large_files.yml`` (path, URL, SHA-256; ``python -m monai.bundle
+    download_large_files --bundle_path <bundle>`` fetches and checks them): ``weights_url`` is where
+    ``models/model.pt`` will be hosted; without it, the URL is the ``file://`` path of the copy written beside the zip
+    (``<name>_model.pt``, the file to upload). The zip also holds ``models/model.pt`` itself when it is under
+    ``embed_limit_mb``."""
     import shutil
 
     from .bundle_scripts import self_contained, write_scripts
-    from .data import read_dataset_info
+    from .data import load_datalist, read_dataset_info
     from .utils.run_record import package_versions
 
-    root, run = Path(bundle_root), Path(run_dir)
-    if not (root / "models" / "model.pt").is_file():
-        raise FileNotFoundError(f"{root / 'models' / 'model.pt'} not found; train the bundle before packaging it")
+    root, run, out = Path(bundle_root), Path(run_dir), Path(output_dir)
+    weights = root / "models" / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found; train the bundle before packaging it")
     config = json.loads((run / "config.resolved.json").read_text())
     info = read_dataset_info(config["dataset_dir"])
     name = root.resolve().name
-    stage = Path(output_dir) / "staging" / name
+    stage = out / "staging" / name
     if stage.exists():
         shutil.rmtree(stage)
     shutil.copytree(root / "configs", stage / "configs")
     write_scripts(stage, origin=package_versions().get("tskd", ""))
-    inference = stage / "configs" / "inference.json"  # runs without tskd_components (training configs still need it)
-    inference.write_text(self_contained(inference.read_text()))
+    for image in [item["image"] for item in load_datalist(config["dataset_dir"], "test")][:SAMPLE_IMAGES]:
+        (stage / "sample_data" / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, stage / "sample_data" / "images" / Path(image).name)
+    for file in (stage / "configs").glob("*.json"):
+        if file.name != "metadata.json":
+            text = json.loads(file.read_text())
+            if "dataset_dir" in text:  # inference runs on the shipped test images; training needs the user's dataset
+                text["dataset_dir"] = "$@bundle_root + '/sample_data'" if file.name == "inference.json" else f"/workspace/data/{info.name}"
+            file.write_text(self_contained(json.dumps(text, indent=4)))
     shutil.copytree(root / "docs", stage / "docs")
     shutil.copy(root / "LICENSE", stage / "LICENSE")
     (stage / "models").mkdir()
-    if weights_url:
-        digest = file_digest(root / "models" / "model.pt")
-        (stage / "large_files.yml").write_text(f'large_files:\n  - path: "models/model.pt"\n    url: "{weights_url}"\n'
-                                              f'    hash_val: "{digest}"\n    hash_type: "sha256"\n')
-    else:
-        shutil.copy(root / "models" / "model.pt", stage / "models" / "model.pt")
+    hosted = out / f"{name}_model.pt"
+    shutil.copy(weights, hosted)
+    (stage / "large_files.yml").write_text(f'large_files:\n  - path: "models/model.pt"\n    url: "{weights_url or hosted.resolve().as_uri()}"\n'
+                                          f'    hash_val: "{file_digest(weights)}"\n    hash_type: "sha256"\n')
+    if weights.stat().st_size < embed_limit_mb * 2**20:
+        shutil.copy(weights, stage / "models" / "model.pt")
     provenance = Path(config["dataset_dir"]) / "PROVENANCE.md"
     (stage / "data_license.txt").write_text(
         f"The weights in this bundle were trained on {info.name}; its source and terms, from the dataset's PROVENANCE.md:\n\n"
@@ -115,11 +134,12 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
     meta["training"] = {"dataset": info.name, "modality": info.modality, "num_labeled": config["num_labeled"], "seed": config["seed"],
                         "method": method, "teacher": teacher, "initial_weights": config.get("initial_weights") or "random init"}
+    meta["required_packages_version"].pop("tskd", None)  # its code travels in scripts/
     metrics = run / "eval_test" / "metrics.json"
     if metrics.is_file():
         meta["eval_metrics"] = {k: v["mean"] if "mean" in v else v["total"] for k, v in json.loads(metrics.read_text())["metrics"].items()}
     write_json(stage / "configs" / "metadata.json", meta, indent=4)
-    archive = shutil.make_archive(str(Path(output_dir) / name), "zip", root_dir=stage.parent, base_dir=name)
+    archive = shutil.make_archive(str(out / name), "zip", root_dir=stage.parent, base_dir=name)
     shutil.rmtree(stage.parent)
     return Path(archive)
 
