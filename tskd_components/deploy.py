@@ -131,6 +131,10 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
         f"The weights in this bundle were trained on {info.name}; its source and terms, from the dataset's PROVENANCE.md:\n\n"
         + (provenance.read_text() if provenance.is_file() else f"(no PROVENANCE.md in {config['dataset_dir']}: the data's terms are unknown)\n"))
     write_input_size(stage / "configs", config["image_size"], config["in_channels"], info.classes)
+    trained = {k: config[k] for k in ("student_name", "decoder", "image_size", "in_channels") if k in config}  # fine-tuning and
+    for file in ("inference.json", "train.json"):  # inference build the network the weights were trained as
+        if (stage / "configs" / file).is_file():
+            write_json(stage / "configs" / file, json.loads((stage / "configs" / file).read_text()) | trained, indent=4)
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
     meta["training"] = {"dataset": info.name, "modality": info.modality, "num_labeled": config["num_labeled"], "seed": config["seed"],
                         "method": method, "teacher": teacher, "initial_weights": config.get("initial_weights") or "random init"}
@@ -159,14 +163,10 @@ def package_stage(stage_dir: str | Path, output_dir: str | Path, weights_url: st
         raise FileNotFoundError(f"{stage} is not a finished fine-tune stage (needs result.json and models/model.pt); pass a folder "
                                 "such as <run-dir>/<dataset>/finetune/ts_kd_n10_s0")
     result = json.loads(result_file.read_text())
-    overrides = json.loads((stage / "stage.json").read_text())["overrides"] if (stage / "stage.json").is_file() else {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "tskd_student_segmentation"
         shutil.copytree(bundles_dir() / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
         (root / "models").mkdir()
         shutil.copy(stage / "models" / "model.pt", root / "models" / "model.pt")
-        inference = json.loads((root / "configs" / "inference.json").read_text())
-        inference.update({k: overrides[k] for k in ("student_name", "decoder") if k in overrides})  # the variant that was trained
-        write_json(root / "configs" / "inference.json", inference, indent=4)
         return package_bundle(root, output_dir, stage / "run", method=result["method"], teacher=result.get("teacher", "none"),
                               weights_url=weights_url)
