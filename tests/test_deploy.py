@@ -142,7 +142,9 @@ def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):
     (stage / "result.json").write_text(json.dumps({"method": "ts_kd", "teacher": "SAM standin [stand-in ...], LoRA r4"}))
     (stage / "stage.json").write_text(json.dumps({"overrides": {"decoder": "unetr", "num_labeled": 4}}))
     assert main(["package", str(stage), str(tmp_path / "dist")]) == 0
-    archive = Path(capsys.readouterr().out.split("bundle: ")[1].strip())
+    out = capsys.readouterr().out
+    archive = Path(out.split("bundle: ")[1].splitlines()[0])
+    assert Path(out.split("weights: ")[1].split(" (")[0]).is_file()
     download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
     meta = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
     assert meta["training"]["method"] == "ts_kd" and meta["training"]["teacher"].startswith("SAM standin")

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack = sub.add_parser("package", help="zip a fine-tuned student as a self-contained model-zoo bundle")
     pack.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
     pack.add_argument("output_dir", help="where the zip is written")
-    pack.add_argument("--weights-url", default="", help="where model.pt will be hosted: ship large_files.yml instead of the weights")
+    pack.add_argument("--weights-url", default="", help="where model.pt will be hosted (large_files.yml's URL; default: the "
+                      "file:// path of the copy written beside the zip)")
 
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
     rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
@@ -177,7 +178,9 @@ def run_command(args: argparse.Namespace, command: str) -> int:
     if args.command == "package":
         from ..deploy import package_stage
 
-        print(f"bundle: {package_stage(args.stage_dir, args.output_dir, args.weights_url)}")
+        archive = package_stage(args.stage_dir, args.output_dir, args.weights_url)
+        print(f"bundle: {archive}\nweights: {archive.with_name(archive.stem + '_model.pt')} (large_files.yml points to "
+              f"{args.weights_url or 'this file'}; host it and pass --weights-url to share the bundle)")
         return 0
     if args.command == "foundation":
         print(f"stand-in: {run_foundation(args)}")
