@@ -131,8 +131,9 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
         f"The weights in this bundle were trained on {info.name}; its source and terms, from the dataset's PROVENANCE.md:\n\n"
         + (provenance.read_text() if provenance.is_file() else f"(no PROVENANCE.md in {config['dataset_dir']}: the data's terms are unknown)\n"))
     write_input_size(stage / "configs", config["image_size"], config["in_channels"], info.classes)
-    trained = {k: config[k] for k in ("student_name", "decoder", "image_size", "in_channels") if k in config}  # fine-tuning and
-    for file in ("inference.json", "train.json"):  # inference build the network the weights were trained as
+    # fine-tuning and inference build the network the weights were trained as
+    trained = {k: config[k] for k in ("student_name", "decoder", "image_size", "in_channels") if k in config}
+    for file in ("inference.json", "train.json"):
         if (stage / "configs" / file).is_file():
             write_json(stage / "configs" / file, json.loads((stage / "configs" / file).read_text()) | trained, indent=4)
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
