@@ -1,9 +1,10 @@
 """Make a packaged student bundle self-contained, as model-zoo bundles are: the code its configs need for inference,
 evaluation and fine-tuning (student networks, decoders, transforms, the handler chain, metrics, the overlay writer)
 copied into the bundle's ``scripts/`` package, and the configs' ``tskd_components.*`` references rewritten to
-``scripts.*``. Like every zoo bundle with a ``scripts/`` folder, it runs from its own root (``cd <bundle>; python -m monai.bundle run --config_file configs/inference.json``:
-``import scripts`` is resolved while the config is parsed, before MONAI puts the bundle root on ``sys.path``), and
-needs only MONAI, torch and timm (and their usual readers; pytorch-ignite to train) there."""
+``scripts.*``. Like every zoo bundle with a ``scripts/`` folder, it runs from its own root (``cd <bundle>; python
+-m monai.bundle run --config_file configs/inference.json``: ``import scripts`` is resolved while the config is
+parsed, before MONAI puts the bundle root on ``sys.path``), and needs only MONAI, torch and timm (and their usual
+readers; pytorch-ignite to train) there."""
 
 from __future__ import annotations
 
