@@ -43,15 +43,25 @@ def session(path: Path) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarray]) -> Path:
-    """Static int8 quantization of the ONNX model ``fp32`` into ``int8`` (QDQ format, per-channel int8 weights, uint8
-    activations whose ranges come from running ``calibration`` inputs), written atomically."""
+# Quantized by default: the convolutions and the linear layers (Gemm after ONNX Runtime's fusions). On 2 AVX2 cores
+# without VNNI (benchmarks/int8_ops.py) quantizing every op ONNX Runtime can (its default) also turns the attention
+# softmax into QLinearSoftmax (5.6 ms against 0.7 ms for the fp32 Softmax) and moves the masks further from fp32's;
+# end to end, no choice of ops was faster than the others beyond the machine's run-to-run noise, and none reached 1.5x.
+QUANTIZED_OPS = ("Conv", "Gemm")
+
+
+def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarray], op_types: tuple[str, ...] | None = QUANTIZED_OPS,
+                  quant_format: QuantFormat = QuantFormat.QDQ) -> Path:
+    """Static int8 quantization of the ONNX model ``fp32`` into ``int8`` (per-channel int8 weights, uint8 activations
+    whose ranges come from running ``calibration`` inputs) of the ``op_types`` nodes (``None``: every op ONNX Runtime
+    can quantize), in ``quant_format``, written atomically."""
     int8 = Path(int8)
     prepared, out = atomic_path(int8.with_name(int8.stem + "_prep.onnx")), atomic_path(int8)
     try:
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(str(prepared), str(out), ImageReader(session(Path(fp32)).get_inputs()[0].name, calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        quant_format=quant_format, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(op_types) if op_types else None)
         out.replace(int8)
     finally:
         prepared.unlink(missing_ok=True)
@@ -83,8 +93,8 @@ def _dice(model: onnxruntime.InferenceSession, images: list[np.ndarray], labels:
 
 def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibration: int = 32, repeats: int = 20) -> dict[str, Any]:
     """``models/model.onnx`` of a student bundle (see :func:`tskd_components.deploy.export_with_parity`) ->
-    ``models/model_int8.onnx`` (QDQ, per-channel int8 weights, uint8 activations calibrated on the first
-    ``num_calibration`` training images of ``dataset_dir``); then Dice of both models on its test split and the
+    ``models/model_int8.onnx`` (QDQ, :data:`QUANTIZED_OPS` with per-channel int8 weights and uint8 activations
+    calibrated on the first ``num_calibration`` training images of ``dataset_dir``); then Dice of both models on its test split and the
     latency of each at batch 1. Writes and returns ``models/int8_report.json``."""
     models = Path(bundle_root) / "models"
     fp32 = models / "model.onnx"

@@ -1,0 +1,89 @@
+"""Which ops to quantize: batch-1 ONNX Runtime latency of each student decoder in fp32 and int8 with different sets
+of quantized ops and both formats, in one process, with the per-op time of fp32 and ONNX Runtime's default.
+
+    python benchmarks/int8_ops.py [--image-size 256] [--rounds 3] [--repeats 30]
+
+Random weights, calibrated on 16 images of the in-repo HC18 sample. Each latency is the median of ``--rounds``
+interleaved rounds (each the median of ``--repeats`` runs), so drifting background load hits every model alike.
+``argmax agreement`` is the share of pixels whose class matches the fp32 model's on a held-out image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from onnxruntime.quantization import QuantFormat
+
+from tskd_components.data import load_transfer_set, preprocessing, sample_dataset_dir
+from tskd_components.networks import create_student
+from tskd_components.networks.decoders import DECODERS
+from tskd_components.quantize import QUANTIZED_OPS, median_ms, quantize_onnx, session
+
+CHOICES = {
+    "every op (ORT default), QDQ": dict(op_types=None),
+    "Conv+Gemm+MatMul, QDQ": dict(op_types=("Conv", "Gemm", "MatMul")),
+    "Conv+Gemm, QDQ (ours)": dict(op_types=QUANTIZED_OPS),
+    "Conv+Gemm, QOperator": dict(op_types=QUANTIZED_OPS, quant_format=QuantFormat.QOperator),
+}
+
+
+def op_times(path: Path, x: np.ndarray, runs: int = 10) -> list[tuple[str, float]]:
+    """Mean ms per run spent in each op type (ONNX Runtime's profiler), largest first."""
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    model = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs):
+        model.run(None, {model.get_inputs()[0].name: x})
+    events = json.loads(Path(model.end_profiling()).read_text())
+    total: collections.Counter = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            total[event["args"]["op_name"]] += event["dur"] / 1000 / runs
+    return total.most_common(6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"onnxruntime {onnxruntime.__version__}, CPU, batch 1, {args.image_size} px")
+    pre = preprocessing(args.image_size, channels=3, with_label=False)
+    images = [pre(dict(item))["image"].numpy()[None] for item in load_transfer_set(sample_dataset_dir())[:17]]
+    calibration, x = images[:16], images[16]
+    with tempfile.TemporaryDirectory() as tmp:
+        for decoder in DECODERS:
+            model = create_student("vit_tiny", image_size=args.image_size, num_classes=2, decoder=decoder).eval()
+            files = {"fp32": Path(tmp) / f"{decoder}.onnx"}
+            torch.onnx.export(model, (torch.as_tensor(x),), str(files["fp32"]), input_names=["image"], output_names=["logits"])
+            for i, (name, kwargs) in enumerate(CHOICES.items()):
+                files[name] = quantize_onnx(files["fp32"], Path(tmp) / f"{decoder}_int8_{i}.onnx", calibration, **kwargs)
+            sessions = {name: session(path) for name, path in files.items()}
+            rounds: dict[str, list[float]] = {name: [] for name in sessions}
+            for _ in range(args.rounds):
+                for name, s in sessions.items():
+                    rounds[name].append(median_ms(s, x, args.repeats))
+            reference = sessions["fp32"].run(None, {"image": x})[0].argmax(1)
+            base = statistics.median(rounds["fp32"])
+            print(f"ViT-Tiny + {decoder} decoder:")
+            for name, times in rounds.items():
+                agreement = float((sessions[name].run(None, {"image": x})[0].argmax(1) == reference).mean())
+                print(f"  {name:30s} {statistics.median(times):6.1f} ms  (rounds {', '.join(f'{t:.1f}' for t in times)})  "
+                      f"fp32 / this x{base / statistics.median(times):.2f}  argmax agreement {agreement:.4f}")
+            for name in ("fp32", "every op (ORT default), QDQ"):
+                print(f"  time per op type, {name}: " + ", ".join(f"{op} {ms:.1f} ms" for op, ms in op_times(files[name], x)))
+
+
+if __name__ == "__main__":
+    main()
