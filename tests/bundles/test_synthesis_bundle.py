@@ -42,5 +42,19 @@ def test_sample_and_build_transfer_set(trained):
     assert len(samples) == 3
 
 
+def test_fine_tuning_starts_from_initial_weights(trained, tmp_path):
+    """The pool recipe's second step: a run initialised with an exported UNet (here with a learning rate of 0, so the
+    weights it exports must be the initial ones); a UNet of another shape is refused with the settings to pass."""
+    from tskd_components.synthesis import build_unet, init_unet, load_unet
+
+    pretrained = trained / "runs" / "hc18_32px_s0" / "model"
+    run_bundle("tskd_synthesis", "train.json", bundle_root=str(tmp_path), max_epochs=1, initial_weights=str(pretrained), learning_rate=0.0,
+               **TINY)
+    start, after = load_unet(pretrained)[0].state_dict(), load_unet(tmp_path / "runs" / "hc18_32px_s0" / "model")[0].state_dict()
+    assert all(torch.equal(start[k], after[k]) for k in start)
+    with pytest.raises(ValueError, match="pass the pre-training's image_size"):
+        init_unet(build_unet(64, 1, (16, 32), 1, (False, True)), pretrained)
+
+
 def test_metadata():
     verify_metadata(meta_file=str(REPO / "bundles/tskd_synthesis/configs/metadata.json"), filepath=str(REPO / "bundles/metadata_schema.json"))

@@ -7,6 +7,7 @@ from .diffusion import (
     assert_no_test_images,
     build_unet,
     diffusion_preprocessing,
+    init_unet,
     load_unet,
     sample,
     save_unet,

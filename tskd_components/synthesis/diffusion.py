@@ -35,6 +35,21 @@ def build_unet(image_size: int = 64, channels: int = 1, block_out_channels: Sequ
                        layers_per_block=layers_per_block, down_block_types=down, up_block_types=up, norm_num_groups=groups)
 
 
+def init_unet(network: UNet2DModel, initial_weights: str | Path = "") -> UNet2DModel:
+    """``network``, with the weights of the UNet that :func:`save_unet` exported to ``initial_weights`` when given (e.g.
+    one pre-trained on the pool of other datasets, to fine-tune on the target); the architectures must match."""
+    if not initial_weights:
+        return network
+    pretrained, _ = load_unet(initial_weights)
+    keys = ("sample_size", "in_channels", "block_out_channels", "layers_per_block", "down_block_types")
+    theirs, ours = ({k: list(c[k]) if isinstance(c[k], (list, tuple)) else c[k] for k in keys} for c in (pretrained.config, network.config))
+    if theirs != ours:
+        raise ValueError(f"the diffusion UNet in {initial_weights} is {theirs}, this run builds {ours}: pass the pre-training's "
+                         "image_size, block_out_channels, layers_per_block and attention_levels (and a target with as many channels)")
+    network.load_state_dict(pretrained.state_dict())
+    return network
+
+
 def synthesis_datalist(dataset_dir: str | Path, pool: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
     """Image-only items the diffusion model may learn from: the train split (labeled and unlabeled), never test; with
     ``pool`` (dataset folders, e.g. the foundation stand-in's pool) those datasets' train splits instead, to pre-train
