@@ -101,6 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     found.add_argument("--verbose", action="store_true", help="stream the stage's output here (default: into its stage.log)")
 
+    syn = sub.add_parser("synthesis", help="diffusion recipes for one target side by side: today's, longer, pool pre-training + target")
+    syn.add_argument("--dataset", required=True, help="the target: a dataset name under --data-root, or a folder")
+    syn.add_argument("--data-root", default="../shared/data")
+    syn.add_argument("--targets", nargs="+", default=["hc18", "ph2", "acdc"], help="datasets never in the pool (the target is added)")
+    syn.add_argument("--pool", nargs="*", default=[], help="pool datasets (default: every dataset under --data-root but the targets)")
+    syn.add_argument("--run-dir", default="runs/synthesis")
+    syn.add_argument("--pool-steps", type=int, default=3000, help="optimizer steps on the pool")
+    syn.add_argument("--target-steps", type=int, default=1500, help="optimizer steps on the target after the pool")
+    syn.add_argument("--today-epochs", type=int, default=25, help="epochs of today's target-only recipe")
+    syn.add_argument("--image-size", type=int, default=64)
+    syn.add_argument("--batch-size", type=int, default=16)
+    syn.add_argument("--standin-checkpoint", default="", help="foundation stand-in whose encoder features the report also uses")
+    syn.add_argument("--samples", type=int, default=64, help="synthetic images each report draws")
+    syn.add_argument("--ddim-steps", type=int, default=50)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    syn.add_argument("--verbose", action="store_true", help="stream each stage's output here (default: into its stage.log)")
+
     pack = sub.add_parser("package", help="zip a fine-tuned student as a self-contained model-zoo bundle")
     pack.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
     pack.add_argument("output_dir", help="where the zip is written")
@@ -181,6 +199,17 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         archive = package_stage(args.stage_dir, args.output_dir, args.weights_url)
         print(f"bundle: {archive}\nweights: {archive.with_name(archive.stem + '_model.pt')} (large_files.yml points to "
               f"{args.weights_url or 'this file'}; host it and pass --weights-url to share the bundle)")
+        return 0
+    if args.command == "synthesis":
+        from ..foundation import resolve_pool
+        from .synthesis_recipe import SynthesisRecipe
+
+        target = resolve_dataset(args.dataset, args.data_root)
+        recipe = SynthesisRecipe(run_dir=Path(args.run_dir), target=target, pool=resolve_pool(args.data_root, [*args.targets, target.name], args.pool),
+                                 pool_steps=args.pool_steps, target_steps=args.target_steps, today_epochs=args.today_epochs,
+                                 image_size=args.image_size, batch_size=args.batch_size, standin_checkpoint=args.standin_checkpoint,
+                                 report_samples=args.samples, ddim_steps=args.ddim_steps, seed=args.seed)
+        print(f"recipes: {recipe.run()}")
         return 0
     if args.command == "foundation":
         print(f"stand-in: {run_foundation(args)}")

@@ -99,9 +99,9 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
 
 def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, num_samples: int = 32,
                      steps: int = 50, seed: int = 0, feature_weights: str | Path | None = None,
-                     standin_checkpoint: str | Path | None = None) -> dict:
+                     standin_checkpoint: str | Path | None = None, grid_count: int = 8) -> dict:
     """Sample ``num_samples`` images from the model in ``model_dir`` and report on them against the real
-    training images of ``dataset_dir`` at the model's resolution."""
+    training images of ``dataset_dir`` at the model's resolution (``grid_count`` of each in the grid)."""
     from monai.data import Dataset
 
     from .diffusion import (
@@ -115,6 +115,6 @@ def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir:
     pre = diffusion_preprocessing(unet.config.sample_size, unet.config.in_channels, augment=False)
     real = torch.stack([item["image"] for item in Dataset(synthesis_datalist(dataset_dir), pre)])
     synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed)
-    report = quality_report(real, synthetic, output_dir, feature_weights, standin_checkpoint=standin_checkpoint)
+    report = quality_report(real, synthetic, output_dir, feature_weights, grid_count=grid_count, standin_checkpoint=standin_checkpoint)
     print(json.dumps(report, indent=1))
     return report

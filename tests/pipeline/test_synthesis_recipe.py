@@ -1,0 +1,38 @@
+"""``tskd synthesis``: the three diffusion recipes of one target as resumable stages, compared in recipe.md."""
+
+import json
+
+from tests.conftest import SAMPLE
+from tskd_components.pipeline.synthesis_recipe import ARMS, SynthesisRecipe
+
+TINY = {"block_out_channels": [16, 32], "attention_levels": [False, True]}
+
+
+def test_recipes_run_compare_and_resume(small_copy, tmp_path, capsys):
+    pool = small_copy(SAMPLE, n=4)
+    pool = pool.rename(pool.with_name("other_pool"))  # 4 training images: 1 step per epoch at batch 8
+    recipe = SynthesisRecipe(run_dir=tmp_path / "runs", target=SAMPLE, pool=[pool], pool_steps=3, target_steps=2, today_epochs=1,
+                             image_size=32, batch_size=8, report_samples=4, ddim_steps=2, overrides=TINY)
+    md = recipe.run()
+    summary = json.loads((md.parent / "recipe.json").read_text())
+    assert list(summary["arms"]) == list(ARMS) and summary["pool"] == ["other_pool"]
+    # 24 target training images = 3 steps per epoch; the pool's 4 = 1 step per epoch
+    assert [summary["arms"][a]["epochs"] for a in ARMS] == [1, 2, 1]
+    pool_stage = json.loads((md.parent / "pool" / "stage.json").read_text())
+    assert pool_stage["overrides"]["max_epochs"] == 3 and pool_stage["overrides"]["pool"] == [str(pool.resolve())]
+    final = json.loads((md.parent / "pool_then_target" / "stage.json").read_text())["overrides"]
+    assert final["initial_weights"] == str(md.parent / "pool" / "run" / "model") and final["pool"] == []
+    row = summary["arms"]["pool_then_target"]
+    seconds = [json.loads((md.parent / arm / "stage.json").read_text())["seconds"] for arm in ("pool", "pool_then_target")]
+    assert row["train_seconds"] == sum(seconds) and row["standin_fid"] is None and row["fid"] > 0
+    assert "| pool_then_target |" in md.read_text()
+    capsys.readouterr()
+    recipe.run()  # every stage is done: nothing runs again
+    assert capsys.readouterr().out.count("[skip]") == 4
+
+
+def test_the_target_in_the_pool_is_refused_in_one_line(tmp_path, capsys):
+    from tskd_components.pipeline.cli import main
+
+    code = main(["synthesis", "--dataset", "hc18", "--data-root", str(SAMPLE.parent), "--pool", "hc18", "--run-dir", str(tmp_path)])
+    assert code == 2 and "are in the pre-training pool" in capsys.readouterr().err

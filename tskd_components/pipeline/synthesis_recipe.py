@@ -1,0 +1,106 @@
+"""``tskd synthesis``: diffusion recipes for one target, each a resumable stage with its quality report, side by side.
+
+Arms (each trains ``bundles/tskd_synthesis`` and ends with its quality report against the target's training images):
+
+- ``today``: the experiments' current recipe, the target's training images only for ``today_epochs`` epochs;
+- ``target_long``: the target only, for the whole step budget (``pool_steps + target_steps``): more steps and EMA;
+- ``pool_then_target``: ``pool_steps`` on the pool of other datasets' training images (the foundation stand-in's
+  pool; the target is refused there, test splits are never read), then ``target_steps`` on the target from those
+  weights.
+
+``recipe.md`` and ``recipe.json`` in ``<run_dir>/<target>/`` compare the arms' metrics (Fréchet distance and k-NN
+precision / recall on the stand-in's features and on random ResNet-18 features, classifier two-sample accuracy,
+memorisation share) and training seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..synthesis.diffusion import synthesis_datalist
+from ..utils.io import write_json
+from .stages import Stage
+
+ARMS = ("today", "target_long", "pool_then_target")
+REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "fid", "precision", "recall",
+            "two_sample_accuracy", "memorised_share")
+
+
+def flat_quality(quality: dict) -> dict:
+    """The :data:`REPORTED` numbers of a ``quality.json`` (``None`` where it has no stand-in features)."""
+    standin = quality.get("standin", {})
+    return {**{k: quality[k] for k in ("fid", "precision", "recall", "two_sample_accuracy")},
+            **{f"standin_{k}": standin.get(k) for k in ("fid", "precision", "recall", "two_sample_accuracy")},
+            "memorised_share": quality["memorisation"]["share_copied"]}
+
+
+@dataclass
+class SynthesisRecipe:
+    """Settings of ``tskd synthesis`` (see the module docstring)."""
+
+    run_dir: Path
+    target: Path
+    pool: Sequence[Path]
+    pool_steps: int = 3000
+    target_steps: int = 1500
+    today_epochs: int = 25
+    image_size: int = 64
+    batch_size: int = 16
+    standin_checkpoint: str = ""
+    report_samples: int = 64
+    ddim_steps: int = 50
+    seed: int = 0
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # further settings of the bundle (e.g. block_out_channels)
+
+    def _epochs(self, steps: int, pool: Sequence[Path] = ()) -> int:
+        per_epoch = math.ceil(len(synthesis_datalist(self.target, pool)) / self.batch_size)
+        return max(1, math.ceil(steps / per_epoch))
+
+    def _stage(self, arm: str, epochs: int, pool: Sequence[Path] = (), initial: Path | None = None) -> Path:
+        from ..synthesis import UNET_WEIGHTS
+
+        folder = Path(self.run_dir).resolve() / self.target.name / arm
+        overrides = {"dataset_dir": str(self.target.resolve()), "pool": [str(p.resolve()) for p in pool], "image_size": self.image_size,
+                     "batch_size": self.batch_size, "max_epochs": epochs, "seed": self.seed, "output_dir": str(folder / "run"),
+                     "model_dir": str(folder / "run" / "model"), "standin_checkpoint": self.standin_checkpoint,
+                     "report_samples": self.report_samples, "grid_count": 16, "ddim_steps": self.ddim_steps,
+                     "initial_weights": str(initial) if initial else "", **self.overrides}
+        inputs = [self.target, *pool] + ([initial / UNET_WEIGHTS] if initial else [])
+        Stage("synthesis", f"synthesis {self.target.name} {arm} ({epochs} epochs)", folder, "synthesis", overrides, inputs=inputs,
+              outputs=[folder / "run" / "model" / UNET_WEIGHTS, folder / "run" / "quality" / "quality.json"]).run()
+        return folder
+
+    def run(self) -> Path:
+        """Run every arm (done stages are skipped) and write the comparison; returns ``recipe.md``."""
+        folders = {"today": self._stage("today", self.today_epochs),
+                   "target_long": self._stage("target_long", self._epochs(self.pool_steps + self.target_steps))}
+        pool = self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
+        folders["pool_then_target"] = self._stage("pool_then_target", self._epochs(self.target_steps), initial=pool / "run" / "model")
+        rows = {}
+        for arm, folder in folders.items():
+            quality = json.loads((folder / "run" / "quality" / "quality.json").read_text())
+            seconds = sum(json.loads((f / "stage.json").read_text())["seconds"] for f in ([pool, folder] if arm == "pool_then_target" else [folder]))
+            rows[arm] = {"epochs": json.loads((folder / "stage.json").read_text())["overrides"]["max_epochs"], "train_seconds": seconds,
+                         **flat_quality(quality)}
+        out = Path(self.run_dir).resolve() / self.target.name
+        write_json(out / "recipe.json", {"target": self.target.name, "pool": [p.name for p in self.pool], "arms": rows})
+        return write_markdown(out / "recipe.md", self.target.name, [p.name for p in self.pool], rows)
+
+
+def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str, dict]) -> Path:
+    columns = ["epochs", "train_seconds", *REPORTED]
+    lines = [f"# Synthesis recipes for {target} (pool: {', '.join(pool)})", "",
+             "Metrics of each arm's samples against the target's training images (`quality/quality.json` of each run); "
+             "`standin_*` on the foundation stand-in's image-encoder features, the others on random ResNet-18 features. "
+             "Two-sample accuracy 0.5 = indistinguishable; `memorised_share` = synthetic images above 0.8 SSIM to their "
+             "nearest training image. `pool_then_target` seconds include the pool pre-training.", "",
+             "| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for arm, row in rows.items():
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else ("n/a" if row[c] is None else str(row[c])) for c in columns]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+    return path
