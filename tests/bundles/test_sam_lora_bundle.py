@@ -43,6 +43,19 @@ def test_evaluate_and_inference(trained, tmp_path):
     assert np.array(Image.open(masks[0])).shape == np.array(Image.open(SAMPLE / "images" / masks[0].name.replace("_seg", ""))).shape
 
 
+def test_inference_workflow_builds_without_trained_weights_and_has_the_zoos_properties():
+    """network_def builds without trained weights (they are loaded in ``run`` when ``load_pretrain``), so the zoo's
+    inference property check passes on the untrained bundle."""
+    from monai.bundle import create_workflow
+    from monai.bundle.properties import InferProperties, MetaProperties
+
+    workflow = create_workflow(workflow_type="inference", config_file=str(CONFIGS / "inference.json"), meta_file=str(CONFIGS / "metadata.json"),
+                               bundle_root=str(CONFIGS.parent), logging_file=None)
+    workflow.properties = {**MetaProperties, **InferProperties}
+    assert workflow.check_properties() == []
+    assert "weights" not in json.loads((CONFIGS / "inference.json").read_text())["network_def"]
+
+
 def test_metadata():
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(REPO / "bundles" / "metadata_schema.json"))
     assert (CONFIGS.parent / "LICENSE").is_file() and (CONFIGS.parent / "docs" / "README.md").is_file()
