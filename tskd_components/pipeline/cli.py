@@ -50,6 +50,9 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--sam-checkpoint", default="", help="SAM checkpoint: official vit_b (paper scale) or the stand-in (standin scale)")
     parser.add_argument("--teacher-labels", choices=("budget", "all"), default="budget",
                         help="teacher fine-tuned on the student's labels (paper setting) or on the whole train split")
+    parser.add_argument("--synthesis-dir", default="", help="a `tskd synthesis` run folder: synthetic images come from its "
+                        "<dataset>/<--synthesis-arm> model instead of one trained at the scale's settings")
+    parser.add_argument("--synthesis-arm", default="pool_then_target", help="which recipe of --synthesis-dir (default: pool_then_target)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", action="store_true", help="stream every stage's output here (default: into <stage>/stage.log)")
 
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def study_specs(args: argparse.Namespace, datasets: list[Path]) -> list[ExperimentSpec]:
     common = dict(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=["ts_kd"], seeds=args.seeds,
-                  scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint)
+                  scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
+                  synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm)
     if args.name == "lora-rank":
         return [ExperimentSpec(**common, lora_rank=r, variant=f"lora_rank_{r:02d}") for r in args.values]
     if args.name == "transfer-size":
@@ -219,14 +223,15 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         num_real = len(read_split(dataset)["train"])
         specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=[dataset], num_labeled=[args.num_labeled], methods=["scratch", "ts_kd"],
                                 seeds=[args.seed], scale=args.scale, transfer_size=num_real + args.synthetic if args.synthetic else 0,
-                                teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint)]
+                                teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
+                                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm)]
     else:
         datasets = [resolve_dataset(d, args.data_root) for d in args.datasets]
         if args.command == "experiment":
             specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=args.methods,
                                     seeds=args.seeds, scale=args.scale, transfer_size=args.transfer_size, teacher_labels=args.teacher_labels,
                                     sam_checkpoint=args.sam_checkpoint, mae_imagenet_weights=args.mae_imagenet_weights,
-                                    variant=args.variant)]
+                                    variant=args.variant, synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm)]
         else:
             specs = study_specs(args, datasets)
     for spec in specs:

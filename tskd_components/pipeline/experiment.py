@@ -50,6 +50,8 @@ class ExperimentSpec:
     mae_imagenet_weights: str = ""
     lora_rank: int | None = None
     variant: str = ""
+    synthesis_dir: str = ""  # a `tskd synthesis` run folder: its <dataset>/<synthesis_arm> model makes the synthetic images
+    synthesis_arm: str = "pool_then_target"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -123,13 +125,21 @@ class Experiment:
             return Path(dataset).resolve()
         from ..synthesis import MANIFEST, UNET_WEIGHTS  # diffusers is imported only when synthesis runs
 
-        folder = self._shared_root(dataset) / "transfer"
+        folder, name = self._shared_root(dataset) / "transfer", Path(dataset).name
         model_dir = folder / "synthesis" / "run" / "model"
         synth = {**self._common(dataset), "image_size": self.p.synthesis_image_size, "seed": 0, "output_dir": str(folder / "synthesis" / "run"),
                  "model_dir": str(model_dir), "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
-        self._stage(Stage("synthesis", f"synthesis {Path(dataset).name}", folder / "synthesis", "synthesis", synth,
-                          inputs=[Path(dataset)], outputs=[model_dir / UNET_WEIGHTS]))
-        out = folder / f"set_{self.spec.transfer_size}" / "transfer_set"
+        if self.spec.synthesis_dir:  # a recipe trained by `tskd synthesis`: sample from its model, at its size
+            model_dir = Path(self.spec.synthesis_dir).resolve() / name / self.spec.synthesis_arm / "run" / "model"
+            if not (model_dir / UNET_WEIGHTS).is_file():
+                raise FileNotFoundError(f"no diffusion model at {model_dir}: run `tskd synthesis --dataset {name} --run-dir "
+                                        f"{self.spec.synthesis_dir}` first")
+            synth.update(model_dir=str(model_dir), image_size=json.loads((model_dir / "unet" / "config.json").read_text())["sample_size"])
+        else:
+            self._stage(Stage("synthesis", f"synthesis {name}", folder / "synthesis", "synthesis", synth, inputs=[Path(dataset)],
+                              outputs=[model_dir / UNET_WEIGHTS]))
+        prefix = f"{self.spec.synthesis_arm}_" if self.spec.synthesis_dir else ""
+        out = folder / f"{prefix}set_{self.spec.transfer_size}" / "transfer_set"
         build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out)}
         self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out.parent, "transfer_set",
                           build, inputs=[model_dir / UNET_WEIGHTS], outputs=[out / MANIFEST]))
