@@ -1,5 +1,6 @@
 """Report tables and figures from result rows; efficiency figures of the real model classes."""
 
+import json
 import statistics
 
 import pytest
@@ -50,8 +51,9 @@ def test_figure3_and_csv(tmp_path):
 
 
 def test_stage_seconds_group_by_kind(tmp_path):
-    for i, (kind, s) in enumerate((("teacher", 10.0), ("teacher", 20.0), ("fine-tune ts_kd", 5.0))):
+    records = (("teacher", 10.0, 9.0), ("teacher", 20.0, None), ("fine-tune ts_kd", 5.0, 4.0))  # an older record lacks CPU time
+    for i, (kind, s, cpu) in enumerate(records):
         (tmp_path / str(i)).mkdir()
-        (tmp_path / str(i) / "stage.json").write_text(f'{{"kind": "{kind}", "seconds": {s}}}')
-    assert stage_seconds(tmp_path) == [{"stage": "fine-tune ts_kd", "runs": 1, "mean_s": 5.0, "total_s": 5.0},
-                                       {"stage": "teacher", "runs": 2, "mean_s": 15.0, "total_s": 30.0}]
+        (tmp_path / str(i) / "stage.json").write_text(json.dumps({"kind": kind, "seconds": s, **({"cpu_seconds": cpu} if cpu else {})}))
+    assert stage_seconds(tmp_path) == [{"stage": "fine-tune ts_kd", "runs": 1, "mean_s": 5.0, "total_s": 5.0, "cpu_runs": 1, "cpu_mean_s": 4.0},
+                                       {"stage": "teacher", "runs": 2, "mean_s": 15.0, "total_s": 30.0, "cpu_runs": 1, "cpu_mean_s": 9.0}]

@@ -20,6 +20,20 @@ def test_signature_follows_overrides_and_input_contents(tmp_path):
     assert stage.signature() != first
 
 
+def test_a_stage_records_wall_and_cpu_seconds_apart(tmp_path, monkeypatch):
+    """Wall time counts a pause (here a sleep, as a SIGSTOP or other jobs on the cores would); CPU time does not."""
+    import time
+
+    def idle_bundle(name, configs, bundle_root, **overrides):
+        time.sleep(0.5)
+        (tmp_path / "s" / "out.txt").write_text("done")
+
+    monkeypatch.setattr(stages, "run_bundle", idle_bundle)
+    Stage("kind", "name", tmp_path / "s", "finetune", {}, outputs=[tmp_path / "s" / "out.txt"]).run()
+    record = json.loads((tmp_path / "s" / "stage.json").read_text())
+    assert record["seconds"] >= 0.5 and record["cpu_seconds"] < 0.2
+
+
 def test_missing_input_names_the_stage_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the stage that makes it first"):
         input_digest(tmp_path / "cache")

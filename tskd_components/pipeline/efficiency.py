@@ -30,18 +30,25 @@ def efficiency_rows(image_size: int, num_classes: int, sam_variant: str, repeats
 
 
 def stage_seconds(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Mean / total seconds per stage kind (e.g. ``teacher``, ``ts_kd distillation``, ``fine-tune ts_kd``) from the
-    ``stage.json`` records under ``run_dir``."""
-    kinds: dict[str, list[float]] = defaultdict(list)
+    """Mean / total wall seconds per stage kind (e.g. ``teacher``, ``ts_kd distillation``, ``fine-tune ts_kd``) from the
+    ``stage.json`` records under ``run_dir``, and the mean CPU seconds of the process over the records that have them
+    (wall time includes any time the run was paused or shared the cores; CPU time does not)."""
+    kinds: dict[str, list[dict]] = defaultdict(list)
     for path in Path(run_dir).rglob(STAGE_RECORD):
         rec = json.loads(path.read_text())
-        kinds[rec["kind"]].append(float(rec["seconds"]))
-    return [{"stage": k, "runs": len(v), "mean_s": statistics.mean(v), "total_s": sum(v)} for k, v in sorted(kinds.items())]
+        kinds[rec["kind"]].append(rec)
+    rows = []
+    for kind, recs in sorted(kinds.items()):
+        wall, cpu = [float(r["seconds"]) for r in recs], [float(r["cpu_seconds"]) for r in recs if "cpu_seconds" in r]
+        rows.append({"stage": kind, "runs": len(recs), "mean_s": statistics.mean(wall), "total_s": sum(wall),
+                     "cpu_runs": len(cpu), "cpu_mean_s": statistics.mean(cpu) if cpu else None})
+    return rows
 
 
 def efficiency_markdown(models: list[dict[str, Any]], stages: list[dict[str, Any]]) -> str:
     lines = ["| model | params (M) | GFLOPs / image | CPU latency, batch 1 (ms) |", "|---|---|---|---|"]
     lines += [f"| {m['model']} ({m['image_size']} px) | {m['params_m']:.2f} | {m['gflops']:.2f} | {m['latency_ms']:.1f} |" for m in models]
-    lines += ["", "| stage | runs | mean (s) | total (s) |", "|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['runs']} | {s['mean_s']:.1f} | {s['total_s']:.1f} |" for s in stages]
+    lines += ["", "| stage | runs | mean wall (s) | total wall (s) | mean CPU (s) [runs with it] |", "|---|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['runs']} | {s['mean_s']:.1f} | {s['total_s']:.1f} | "
+              + (f"{s['cpu_mean_s']:.1f} [{s['cpu_runs']}]" if s["cpu_runs"] else "n/a") + " |" for s in stages]
     return "\n".join(lines) + "\n"

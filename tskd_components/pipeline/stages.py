@@ -178,7 +178,7 @@ class Stage:
         write_json(started, {"signature": signature, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log = self.folder / STAGE_LOG
         print(f"[run ] {self.name}" + ("" if is_verbose() else f" (log: {log})"), flush=True)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             with stage_output(log):
                 run_bundle(self.bundle, self.configs, bundle_root=str(self.folder), **self.overrides)
@@ -187,11 +187,12 @@ class Stage:
         except BaseException:
             print(f"[fail] {self.name} after {time.perf_counter() - start:.0f} s; its output: {log}", flush=True)
             raise
-        seconds = round(time.perf_counter() - start, 1)
+        seconds, cpu_seconds = round(time.perf_counter() - start, 1), round(time.process_time() - cpu_start, 1)
         missing = [str(p) for p in self.outputs if not Path(p).exists()]
         if missing:
             raise RuntimeError(f"stage {self.name} finished without writing {missing}; see {log}")
-        write_json(self.folder / STAGE_RECORD, {"kind": self.kind, "name": self.name, "signature": signature, "seconds": seconds, "bundle": self.bundle,
+        write_json(self.folder / STAGE_RECORD, {"kind": self.kind, "name": self.name, "signature": signature, "seconds": seconds,
+                                                "cpu_seconds": cpu_seconds, "bundle": self.bundle,
                                                 "configs": list(self.configs), "overrides": dict(self.overrides),
                                                 "inputs": [str(p) for p in self.inputs], "versions": package_versions(),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
