@@ -120,17 +120,23 @@ def test_every_seed_re_runs_the_baselines_pre_training(sample_dataset, tmp_path,
     assert ("ta_kd", "ta_kd_s0", 0) in ran and ("ta_kd", "ta_kd_s1", 1) in ran and ("ta_kd_cache", "cache_stage", 1) in ran
 
 
-def test_teacher_and_fine_tune_stages_list_the_dataset_and_the_sam_checkpoint(sample_dataset, tmp_path, monkeypatch):
-    staged = []
+@pytest.fixture
+def staged(monkeypatch) -> list:
+    """Stages are recorded instead of run; each writes stand-ins for its outputs (what the next stage reads)."""
+    ran = []
 
     def record(self):
-        staged.append(self)
-        for out in self.outputs:  # what the next stage reads
+        ran.append(self)
+        for out in self.outputs:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"metrics": {k: {"mean": 0.5, "total": 0} for k in ("mean_dice", "hd95", "nsd", "empty_predictions")}}))
 
     monkeypatch.setattr(stages.Stage, "run", record)
     monkeypatch.setattr(stages.Stage, "record", lambda self: {"seconds": 1.0})
+    return ran
+
+
+def test_teacher_and_fine_tune_stages_list_the_dataset_and_the_sam_checkpoint(sample_dataset, tmp_path, staged):
     checkpoint = tmp_path / "sam.pth"
     checkpoint.write_bytes(b"sam")
     exp = Experiment(ExperimentSpec(run_dir=tmp_path / "r", datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny",
@@ -158,3 +164,16 @@ def test_synthetic_images_can_come_from_a_synthesis_recipe(sample_dataset, tmp_p
     assert [s.task for s in ran] == ["transfer_set"]  # no diffusion training of its own
     assert ran[0].overrides["model_dir"] == str(model) and ran[0].overrides["image_size"] == 48
     assert out.parent.name == "pool_then_target_set_27" and model / UNET_WEIGHTS in ran[0].inputs
+
+
+def test_a_student_variant_reaches_the_student_stages_only(sample_dataset, tmp_path, staged):
+    with pytest.raises(ValueError, match="unknown student 'vit_huge'"):
+        ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], scale="tiny", student_name="vit_huge")
+    spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
+    Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
+    assert staged and all("decoder" not in s.overrides for s in staged)  # the default leaves existing stage signatures as they were
+    staged.clear()
+    light = Experiment(ExperimentSpec(**spec, decoder="light", variant="light"))
+    light.finetune(sample_dataset, "ts_kd", 4, 0)
+    assert {s.task: s.overrides.get("decoder") for s in staged} == {"teacher": None, "ts_kd_cache": "light", "ts_kd": "light", "finetune": "light"}
+    assert light._ds_root(sample_dataset).name == "hc18_light"

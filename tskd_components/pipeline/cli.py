@@ -53,6 +53,8 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--synthesis-dir", default="", help="a `tskd synthesis` run folder: synthetic images come from its "
                         "<dataset>/<--synthesis-arm> model instead of one trained at the scale's settings")
     parser.add_argument("--synthesis-arm", default="pool_then_target", help="which recipe of --synthesis-dir (default: pool_then_target)")
+    parser.add_argument("--student", default="", help="registered student for the ViT student stages (default: the bundles', vit_tiny)")
+    parser.add_argument("--decoder", default="", help="decoder of the student (default: the bundles', unetr); name a --variant with it")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--verbose", action="store_true", help="stream every stage's output here (default: into <stage>/stage.log)")
 
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 def study_specs(args: argparse.Namespace, datasets: list[Path]) -> list[ExperimentSpec]:
     common = dict(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=["ts_kd"], seeds=args.seeds,
                   scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
-                  synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm)
+                  synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder)
     if args.name == "lora-rank":
         return [ExperimentSpec(**common, lora_rank=r, variant=f"lora_rank_{r:02d}") for r in args.values]
     if args.name == "transfer-size":
@@ -224,14 +226,15 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=[dataset], num_labeled=[args.num_labeled], methods=["scratch", "ts_kd"],
                                 seeds=[args.seed], scale=args.scale, transfer_size=num_real + args.synthetic if args.synthetic else 0,
                                 teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
-                                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm)]
+                                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder)]
     else:
         datasets = [resolve_dataset(d, args.data_root) for d in args.datasets]
         if args.command == "experiment":
             specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=args.methods,
                                     seeds=args.seeds, scale=args.scale, transfer_size=args.transfer_size, teacher_labels=args.teacher_labels,
                                     sam_checkpoint=args.sam_checkpoint, mae_imagenet_weights=args.mae_imagenet_weights,
-                                    variant=args.variant, synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm)]
+                                    variant=args.variant, synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm,
+                                    student_name=args.student, decoder=args.decoder)]
         else:
             specs = study_specs(args, datasets)
     for spec in specs:

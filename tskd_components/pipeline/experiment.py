@@ -23,7 +23,9 @@ from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary
 from ..engines.metrics import METRICS_FILE
 from ..foundation.model import read_standin_record
+from ..networks.decoders import DECODERS
 from ..networks.lora import MERGED_FILE
+from ..networks.student import list_students
 
 PRETRAINED_FILE = "student_pretrained.safetensors"  # where pre-training stages export the student (export_path)
 
@@ -52,6 +54,8 @@ class ExperimentSpec:
     variant: str = ""
     synthesis_dir: str = ""  # a `tskd synthesis` run folder: its <dataset>/<synthesis_arm> model makes the synthetic images
     synthesis_arm: str = "pool_then_target"
+    student_name: str = ""  # a registered student and a decoder for every ViT student stage (default: the bundles')
+    decoder: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -63,6 +67,8 @@ class ExperimentSpec:
             raise ValueError("teacher_labels must be 'budget' (teacher sees the student's labels) or 'all' (whole train split)")
         for d in self.datasets:
             validate_dataset(d)  # every split's files, before the first stage
+        if (self.student_name and self.student_name not in list_students()) or (self.decoder and self.decoder not in DECODERS):
+            raise ValueError(f"unknown student {self.student_name!r} or decoder {self.decoder!r}; choose from {list_students()} and {sorted(DECODERS)}")
         if any(n < 1 for n in self.num_labeled):
             raise ValueError(f"label budgets must be at least 1, got {self.num_labeled}")
         params = SCALES[self.scale]
@@ -113,6 +119,10 @@ class Experiment:
 
     def _common(self, dataset: Path) -> dict[str, Any]:
         return {"dataset_dir": str(Path(dataset).resolve()), "image_size": self.p.image_size}
+
+    def _student(self) -> dict[str, Any]:
+        """The student variant's overrides; none by default, so the default stages keep their signatures."""
+        return {k: v for k, v in (("student_name", self.spec.student_name), ("decoder", self.spec.decoder)) if v}
 
     def _sam(self) -> dict[str, Any]:
         return {"sam_variant": self.p.sam_variant, "random_init": self.p.random_init, "sam_checkpoint": self.spec.sam_checkpoint}
@@ -182,7 +192,7 @@ class Experiment:
         transfer = self.transfer_dir(dataset)
         cache, run = folder / "cache", folder / "run"
         weights = run / PRETRAINED_FILE
-        overrides = {**self._common(dataset), **self._sam(), "seed": seed, "cache_dir": str(cache), "transfer_dir": str(transfer),
+        overrides = {**self._common(dataset), **self._sam(), **self._student(), "seed": seed, "cache_dir": str(cache), "transfer_dir": str(transfer),
                      "teacher_weights": str(teacher or ""), "max_epochs": self.p.distill_epochs, "output_dir": str(run),
                      "export_path": str(weights)}
         frozen = [Path(self.spec.sam_checkpoint)] if self.spec.sam_checkpoint else []  # TA-KD's teacher: the checkpoint itself
@@ -236,7 +246,7 @@ class Experiment:
             provenance = {"matched_to": f"ts_kd: {ts_kd['pretrain_steps']} distillation + {ts_kd['steps']} fine-tuning steps"}
         epochs = epochs_for(steps, num_labeled, self.p.finetune_batch)
         metrics = folder / "run" / "eval_test" / METRICS_FILE
-        overrides = {**self._common(dataset), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
+        overrides = {**self._common(dataset), **self._student(), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
                      "val_interval": max(1, epochs // (20 if patience else 10)), "batch_size": self.p.finetune_batch,
                      "initial_weights": weights, "output_dir": str(folder / "run"), "ckpt_dir": str(folder / "models"),
                      "metrics_dir": str(metrics.parent)} | ({"patience": patience} if patience else {})
