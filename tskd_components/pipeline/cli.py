@@ -59,6 +59,12 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--verbose", action="store_true", help="stream every stage's output here (default: into <stage>/stage.log)")
 
 
+def _spec_options(args: argparse.Namespace) -> dict:
+    """The ExperimentSpec settings that :func:`_common_args` defines."""
+    return dict(run_dir=Path(args.run_dir), scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
+                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder)
+
+
 ERROR_LOG = "tskd_error.log"
 INPUT_ERRORS = (DatasetError, FileNotFoundError, ValueError, FloatingPointError)  # a stale cache is a ValueError
 
@@ -137,9 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def study_specs(args: argparse.Namespace, datasets: list[Path]) -> list[ExperimentSpec]:
-    common = dict(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=["ts_kd"], seeds=args.seeds,
-                  scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
-                  synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder)
+    common = dict(**_spec_options(args), datasets=datasets, num_labeled=args.num_labeled, methods=["ts_kd"], seeds=args.seeds)
     if args.name == "lora-rank":
         return [ExperimentSpec(**common, lora_rank=r, variant=f"lora_rank_{r:02d}") for r in args.values]
     if args.name == "transfer-size":
@@ -223,18 +227,14 @@ def run_command(args: argparse.Namespace, command: str) -> int:
     if args.command == "pipeline":
         dataset = Path(args.dataset_dir).resolve()
         num_real = len(read_split(dataset)["train"])
-        specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=[dataset], num_labeled=[args.num_labeled], methods=["scratch", "ts_kd"],
-                                seeds=[args.seed], scale=args.scale, transfer_size=num_real + args.synthetic if args.synthetic else 0,
-                                teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
-                                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder)]
+        specs = [ExperimentSpec(**_spec_options(args), datasets=[dataset], num_labeled=[args.num_labeled], methods=["scratch", "ts_kd"],
+                                seeds=[args.seed], transfer_size=num_real + args.synthetic if args.synthetic else 0)]
     else:
         datasets = [resolve_dataset(d, args.data_root) for d in args.datasets]
         if args.command == "experiment":
-            specs = [ExperimentSpec(run_dir=Path(args.run_dir), datasets=datasets, num_labeled=args.num_labeled, methods=args.methods,
-                                    seeds=args.seeds, scale=args.scale, transfer_size=args.transfer_size, teacher_labels=args.teacher_labels,
-                                    sam_checkpoint=args.sam_checkpoint, mae_imagenet_weights=args.mae_imagenet_weights,
-                                    variant=args.variant, synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm,
-                                    student_name=args.student, decoder=args.decoder)]
+            specs = [ExperimentSpec(**_spec_options(args), datasets=datasets, num_labeled=args.num_labeled, methods=args.methods,
+                                    seeds=args.seeds, transfer_size=args.transfer_size, mae_imagenet_weights=args.mae_imagenet_weights,
+                                    variant=args.variant)]
         else:
             specs = study_specs(args, datasets)
     for spec in specs:
