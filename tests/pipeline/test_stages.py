@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,20 @@ def test_a_stage_shows_one_line_and_keeps_its_output_in_its_log(tmp_path, monkey
     assert "[done] fine-tune hc18 in" in shown.out and "test Dice 0.812" in shown.out
     log = (tmp_path / "s" / "stage.log").read_text()
     assert "INFO - Epoch[1] Complete" in log and "100%|" in log
+
+
+def test_pinned_configs_do_not_follow_edits_made_during_a_run(tmp_path, monkeypatch):
+    repo_bundles = stages.bundles_dir()
+    copy = tmp_path / "bundles"
+    for configs in repo_bundles.glob("*/configs"):
+        shutil.copytree(configs, copy / configs.parent.name / "configs")
+    monkeypatch.setenv("TSKD_BUNDLES_DIR", str(copy))
+    monkeypatch.setattr(stages, "_pinned", [])
+    read = []
+    monkeypatch.setattr(stages, "run", lambda config_file, **kw: read.append(json.loads(Path(config_file).read_text())))
+    pinned = stages.pin_bundle_configs()
+    assert stages.pin_bundle_configs() == pinned  # once per process
+    train = copy / "tskd_student_segmentation" / "configs" / "train.json"
+    train.write_text(json.dumps({"edited": "while the run was going"}))
+    stages.run_bundle("tskd_student_segmentation", ["train.json"])
+    assert "edited" not in read[0] and read[0]["student_name"] == "vit_tiny"

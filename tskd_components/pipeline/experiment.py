@@ -17,7 +17,7 @@ from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
 from .console import progress
-from .stages import Stage
+from .stages import Stage, pin_bundle_configs
 
 from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary
@@ -267,6 +267,7 @@ class Experiment:
     def run(self) -> list[dict[str, Any]]:
         """Run every cell (pre-training stages are shared and run once); returns the result rows."""
         self.root.mkdir(parents=True, exist_ok=True)
+        pin_bundle_configs()  # a long run keeps the configs it started with
         with (self.root / "experiments.jsonl").open("a") as log:
             spec = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.spec).items()}
             spec["datasets"] = [str(d) for d in self.spec.datasets]

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,9 +55,25 @@ def bundles_dir() -> Path:
     return folder
 
 
+_pinned: list[tempfile.TemporaryDirectory] = []
+
+
+def pin_bundle_configs() -> Path:
+    """Copy every bundle's ``configs/`` into a temporary folder that this process's stages read from then on (kept
+    until the process exits), so that editing the repository's configs during a long run cannot change or break
+    the stages that have not started yet (e.g. a config naming code this process imported in its older form)."""
+    if not _pinned:
+        copy = tempfile.TemporaryDirectory(prefix="tskd_bundles_")
+        for configs in bundles_dir().glob("*/configs"):
+            shutil.copytree(configs, Path(copy.name) / configs.parent.name / "configs")
+        _pinned.append(copy)
+    return Path(_pinned[0].name)
+
+
 def run_bundle(name: str, configs: Sequence[str], **overrides: Any) -> None:
-    """``monai.bundle.run`` of ``bundles/<name>/configs/<configs...>`` (later files overlay earlier ones)."""
-    folder = bundles_dir() / name / "configs"
+    """``monai.bundle.run`` of ``bundles/<name>/configs/<configs...>`` (later files overlay earlier ones), from the
+    copy :func:`pin_bundle_configs` made when this process pinned them."""
+    folder = (Path(_pinned[0].name) if _pinned else bundles_dir()) / name / "configs"
     files = [str(folder / c) for c in configs]
     run(config_file=files if len(files) > 1 else files[0], meta_file=str(folder / "metadata.json"),
         logging_file=str(folder / "logging.conf"), **overrides)

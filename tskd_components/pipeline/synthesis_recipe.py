@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 from ..synthesis.diffusion import synthesis_datalist
 from ..utils.io import write_json
-from .stages import Stage
+from .stages import Stage, pin_bundle_configs
 
 ARMS = ("today", "target_long", "pool_then_target")
 REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "fid", "precision", "recall",
@@ -76,6 +76,7 @@ class SynthesisRecipe:
 
     def run(self) -> Path:
         """Run every arm (done stages are skipped) and write the comparison; returns ``recipe.md``."""
+        pin_bundle_configs()
         folders = {"today": self._stage("today", self.today_epochs),
                    "target_long": self._stage("target_long", self._epochs(self.pool_steps + self.target_steps))}
         pool = self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
