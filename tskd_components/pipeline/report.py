@@ -109,8 +109,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teacher_rows: Sequence[dict[str, Any]] = ()) -> Path:
-    """Figure 3: test Dice against the number of labels, one panel per dataset, the mean over seeds per method with
-    its 95% confidence interval as a band (no band with a single seed)."""
+    """Figure 3: test Dice against the number of labels (log axis), one panel per dataset, the mean over seeds per
+    method with its 95% confidence interval as an error bar (none with a single seed); methods are spread a little
+    around each budget so that their bars stay apart."""
     groups = _group(rows)
     panels = sorted({p for p, _, _ in groups})
     if not panels:
@@ -118,14 +119,15 @@ def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teache
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
     for ax, panel in zip(axes[0], panels):
-        for m in METHODS:
+        present = [m for m in METHODS if any(p == panel and mm == m for p, mm, _ in groups)]
+        for k, m in enumerate(present):
             budgets = sorted(n for p, mm, n in groups if p == panel and mm == m)
-            if not budgets:
-                continue
             stats = np.array([mean_ci([r["dice"] for r in groups[(panel, m, n)]]) for n in budgets])
+            xs = [n * 1.05 ** (k - (len(present) - 1) / 2) for n in budgets]
             style = {"ls": "--"} if m == "unet_scratch" else {}
-            ax.plot(budgets, stats[:, 0], marker="o", color=colors[m], label=LABELS.get(m, m), lw=2 if m == "ts_kd" else 1.3, **style)
-            ax.fill_between(budgets, stats[:, 1], stats[:, 2], color=colors[m], alpha=0.15)
+            ax.plot(xs, stats[:, 0], marker="o", color=colors[m], label=LABELS.get(m, m), lw=2 if m == "ts_kd" else 1.3, **style)
+            errors = np.nan_to_num(np.abs(stats[:, 1:].T - stats[:, 0]))  # no bar where there is no interval
+            ax.errorbar(xs, stats[:, 0], yerr=errors, fmt="none", ecolor=colors[m], capsize=3, lw=1.2)
         teacher = sorted({(int(r["num_labeled"]), r["teacher_dice"]) for r in teacher_rows if _panel(r) == panel})
         if teacher:
             by_n = defaultdict(list)
@@ -135,9 +137,11 @@ def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teache
         ax.set_title(panel)
         ax.set_xlabel("labeled training images")
         ax.set_ylabel("test Dice (mean, 95% CI)")
-        ax.set_xticks(sorted({n for p, _, n in groups if p == panel}))
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({n for p, _, n in groups if p == panel}), labels=[str(n) for n in sorted({n for p, _, n in groups if p == panel})])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data, never over it
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
