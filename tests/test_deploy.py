@@ -74,7 +74,8 @@ BLOCKED = "import sys; sys.modules['tskd_components'] = None  # importing it now
 def test_a_packaged_student_runs_where_tskd_components_cannot_be_imported(trained_student, tmp_path):
     """The issue's bar: package, then in a process without tskd_components: ``monai.bundle download`` (file URL), the
     weights through ``large_files.yml`` (as for a student over the zoo's 25 MB limit), ``inference.json`` on the
-    shipped sample images and on a folder, to the unpackaged bundle's masks."""
+    shipped sample images and on a folder, to the unpackaged bundle's masks; then ``train.json`` fine-tunes it on a
+    user's dataset."""
     import subprocess
     import sys
 
@@ -97,10 +98,15 @@ def test_a_packaged_student_runs_where_tskd_components_cannot_be_imported(traine
         "run(config_file='configs/inference.json', meta_file='configs/metadata.json', bundle_root='.', "
         f"output_dir={str(tmp_path / 'zoo_sample')!r})\n"
         "run(config_file='configs/inference.json', meta_file='configs/metadata.json', bundle_root='.', "
-        f"input_dir={str(images)!r}, output_dir={str(tmp_path / 'zoo_out')!r})\n")
+        f"input_dir={str(images)!r}, output_dir={str(tmp_path / 'zoo_out')!r})\n"
+        # and fine-tuning on a user's dataset, one epoch
+        f"run(config_file='configs/train.json', meta_file='configs/metadata.json', bundle_root='.', dataset_dir={str(SAMPLE)!r}, "
+        "num_labeled=4, max_epochs=1, batch_size=4, val_interval=1, seed=1)\n")  # another seed than the packaged run's
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tskd_components" not in "".join(p.read_text() for p in (bundle / "configs").glob("*.json"))
+    assert (bundle / "runs" / "hc18_n4_s1" / "training_log.csv").is_file()  # the fine-tuning run
+    assert file_digest(bundle / "models" / "model.pt") != file_digest(hosted)  # its weights replaced the fetched ones
     masks = sorted(p.name for p in (tmp_path / "repo_out" / "masks").glob("*_seg.png"))
     assert len(masks) == len(list(images.iterdir())) and masks == sorted(p.name for p in (tmp_path / "zoo_out" / "masks").glob("*_seg.png"))
     for name in masks:
