@@ -13,6 +13,13 @@ BUNDLES = REPO / "bundles"
 TINY_TEACHER = {"sam_variant": "tiny", "random_init": True, "image_size": 64, "batch_size": 4}
 
 
+def ddp_failure(stderr: str) -> str:
+    """What a failed torchrun printed that explains it: each rank's first traceback (torchrun's own summary at the
+    end names only exit codes)."""
+    tracebacks = [part for part in stderr.split("Traceback (most recent call last):")[1:] if "torch/distributed/run.py" not in part]
+    return "\n---\n".join(t[-2500:] for t in tracebacks[:2]) or stderr[-3000:]
+
+
 def run_bundle(name: str, *configs: str, **overrides):
     """``monai.bundle.run`` of ``bundles/<name>/configs/<configs...>`` (later files overlay earlier ones)."""
     folder = BUNDLES / name / "configs"

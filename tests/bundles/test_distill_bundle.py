@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from monai.bundle import verify_metadata
 
-from tests.bundles.conftest import TINY_TEACHER, run_bundle
+from tests.bundles.conftest import TINY_TEACHER, ddp_failure, run_bundle
 from tests.conftest import REPO, SAMPLE
 from tskd_components.distill import StaleCacheError, TeacherCache, teacher_id
 from tskd_components.networks import ViTSegmenter, load_student_weights
@@ -109,7 +109,7 @@ def test_two_process_gloo_ddp_distillation(trained_teacher, cache_dir, tmp_path)
            "--teacher_weights", str(trained_teacher / "models" / "teacher_merged.safetensors"), "--max_epochs", "2",
            *[a for k, v in KD.items() for a in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-6000:]
+    assert result.returncode == 0, ddp_failure(result.stderr)
     run = tmp_path / "runs" / "hc18_ts_kd_s0"
     rows = list(csv.DictReader((run / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["predictions"]) > 0  # one log, written by rank 0

@@ -1,6 +1,8 @@
 import csv
 import json
 import math
+import os
+import time
 
 import pytest
 import torch
@@ -64,7 +66,11 @@ def test_a_kill_between_writing_the_new_checkpoint_and_removing_the_old_loses_no
 
     monkeypatch.setattr(saver, "_prune", killed_after_the_write)
     (tmp_path / "tmpab12cd34").write_bytes(b"")  # a half-written temp file of an earlier kill: removed on attach
+    os.utime(tmp_path / "tmpab12cd34", (time.time() - 3600, time.time() - 3600))
+    (tmp_path / ".resume_signature.json.x1y2.tmp").write_bytes(b"{")  # another process writing right now (DDP rank 1): kept
     saver.attach(trainer)
+    assert not (tmp_path / "tmpab12cd34").exists() and (tmp_path / ".resume_signature.json.x1y2.tmp").exists()
+    (tmp_path / ".resume_signature.json.x1y2.tmp").unlink()  # its writer renames it away
     with pytest.raises(KeyboardInterrupt):
         trainer.run(data, max_epochs=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=1.pt", "checkpoint_epoch=2.pt"]

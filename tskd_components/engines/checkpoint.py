@@ -49,8 +49,8 @@ class _AtomicDiskSaver(DiskSaver):
 class AtomicCheckpointSaver(CheckpointSaver):
     """MONAI's ``CheckpointSaver`` that never leaves fewer good files than before: every file is written to a
     temporary file, fsynced and renamed; interval checkpoints beyond the ``n_saved`` newest are removed only after
-    the new one is in place, and ``model.pt`` is replaced in place. Temporary files of a killed run are removed
-    when the saver is attached.
+    the new one is in place, and ``model.pt`` is replaced in place. Temporary files of a killed run (older than
+    :attr:`STALE_AFTER_S`) are removed when the saver is attached.
 
     ``save_engine_as`` also saves the engine it is attached to under that key (e.g. ``"trainer"``, for resuming),
     which a bundle config cannot reference without a circular reference. ``min_seconds`` skips an interval save
@@ -61,6 +61,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
     and restored when the saver is attached again, so that after a kill or a resumed run ``model.pt`` is replaced
     only by a better model than the best of every earlier run in that folder.
     """
+
+    STALE_AFTER_S = 60.0  # a temporary file older than this when the saver is attached was left by a killed run
 
     def __init__(self, save_dir: str, save_dict: dict, save_engine_as: str | None = None, min_seconds: float = 0.0, **kwargs: Any) -> None:
         super().__init__(save_dir, save_dict, **kwargs)
@@ -86,8 +88,10 @@ class AtomicCheckpointSaver(CheckpointSaver):
             self.save_dict[self.save_engine_as] = engine  # the Checkpoint objects share this dict
         folder = Path(self.save_dir)
         for stale in [*folder.glob(".*.tmp"), *folder.glob("tmp*")] if folder.is_dir() else []:
-            if stale.is_file():
-                stale.unlink()  # left by a process killed while writing
+            # left by a process killed while writing; a fresh one is another process's write in progress (under DDP,
+            # every rank writes resume_signature.json here while rank 0 attaches this saver)
+            if stale.is_file() and time.time() - stale.stat().st_mtime > self.STALE_AFTER_S:
+                stale.unlink(missing_ok=True)
         super().attach(engine)
         if self.best_file is not None and self.best_file.is_file() and self.best_model.is_file():
             self._key_metric_checkpoint.load_state_dict(json.loads(self.best_file.read_text()))  # the best of earlier runs
