@@ -59,6 +59,16 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--verbose", action="store_true", help="stream every stage's output here (default: into <stage>/stage.log)")
 
 
+def _pool_args(parser: argparse.ArgumentParser, targets_help: str) -> None:
+    """The disjoint pool of other datasets (the foundation stand-in's and the synthesis recipe's), and run options."""
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--targets", nargs="+", default=["hc18", "ph2", "acdc"], help=targets_help)
+    parser.add_argument("--pool", nargs="*", default=[], help="pool datasets (default: every dataset under --data-root but the targets)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--verbose", action="store_true", help="stream each stage's output here (default: into its stage.log)")
+
+
 def _spec_options(args: argparse.Namespace) -> dict:
     """The ExperimentSpec settings that :func:`_common_args` defines."""
     return dict(run_dir=Path(args.run_dir), scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
@@ -103,20 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     found = sub.add_parser("foundation", help="pre-train the foundation stand-in (promptable SAM) on datasets disjoint from the targets")
     found.add_argument("--run-dir", default="runs/foundation", help="its stage folder (re-use it to resume)")
-    found.add_argument("--data-root", default="../shared/data")
-    found.add_argument("--targets", nargs="+", default=["hc18", "ph2", "acdc"], help="datasets the stand-in must never see")
-    found.add_argument("--pool", nargs="*", default=[], help="pool datasets (default: every dataset under --data-root but the targets)")
+    _pool_args(found, "datasets the stand-in must never see")
     found.add_argument("--max-steps", type=int, default=2400, help="optimizer steps (rounded up to whole epochs)")
     found.add_argument("--image-size", type=int, default=128)
-    found.add_argument("--seed", type=int, default=0)
-    found.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    found.add_argument("--verbose", action="store_true", help="stream the stage's output here (default: into its stage.log)")
 
     syn = sub.add_parser("synthesis", help="diffusion recipes for one target side by side: today's, longer, pool pre-training + target")
     syn.add_argument("--dataset", required=True, help="the target: a dataset name under --data-root, or a folder")
-    syn.add_argument("--data-root", default="../shared/data")
-    syn.add_argument("--targets", nargs="+", default=["hc18", "ph2", "acdc"], help="datasets never in the pool (the target is added)")
-    syn.add_argument("--pool", nargs="*", default=[], help="pool datasets (default: every dataset under --data-root but the targets)")
+    _pool_args(syn, "datasets never in the pool (the target is added)")
     syn.add_argument("--run-dir", default="runs/synthesis")
     syn.add_argument("--pool-steps", type=int, default=3000, help="optimizer steps on the pool")
     syn.add_argument("--target-steps", type=int, default=1500, help="optimizer steps on the target after the pool")
@@ -126,9 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--standin-checkpoint", default="", help="foundation stand-in whose encoder features the report also uses")
     syn.add_argument("--samples", type=int, default=64, help="synthetic images each report draws")
     syn.add_argument("--ddim-steps", type=int, default=50)
-    syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    syn.add_argument("--verbose", action="store_true", help="stream each stage's output here (default: into its stage.log)")
 
     pack = sub.add_parser("package", help="zip a fine-tuned student as a self-contained model-zoo bundle")
     pack.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
