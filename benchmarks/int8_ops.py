@@ -1,7 +1,7 @@
 """Which ops to quantize: batch-1 ONNX Runtime latency of each student decoder in fp32 and int8 with different sets
 of quantized ops and both formats, in one process, with the per-op time of fp32 and ONNX Runtime's default.
 
-    python benchmarks/int8_ops.py [--image-size 256] [--rounds 3] [--repeats 30]
+    python benchmarks/int8_ops.py [--image-size 256] [--rounds 3] [--repeats 30] [--threads 2]
 
 Random weights, calibrated on 16 images of the in-repo HC18 sample. Each latency is the median of ``--rounds``
 interleaved rounds (each the median of ``--repeats`` runs), so drifting background load hits every model alike.
@@ -56,9 +56,10 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per physical core)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"onnxruntime {onnxruntime.__version__}, CPU, batch 1, {args.image_size} px")
+    print(f"onnxruntime {onnxruntime.__version__}, CPU, batch 1, {args.image_size} px, {args.threads or 'default'} threads")
     pre = preprocessing(args.image_size, channels=3, with_label=False)
     images = [pre(dict(item))["image"].numpy()[None] for item in load_transfer_set(sample_dataset_dir())[:17]]
     calibration, x = images[:16], images[16]
@@ -69,7 +70,7 @@ def main() -> None:
             torch.onnx.export(model, (torch.as_tensor(x),), str(files["fp32"]), input_names=["image"], output_names=["logits"])
             for i, (name, kwargs) in enumerate(CHOICES.items()):
                 files[name] = quantize_onnx(files["fp32"], Path(tmp) / f"{decoder}_int8_{i}.onnx", calibration, **kwargs)
-            sessions = {name: session(path) for name, path in files.items()}
+            sessions = {name: session(path, args.threads) for name, path in files.items()}
             rounds: dict[str, list[float]] = {name: [] for name in sessions}
             for _ in range(args.rounds):
                 for name, s in sessions.items():

@@ -39,8 +39,12 @@ class ImageReader(CalibrationDataReader):
         self._it = iter(self._images)
 
 
-def session(path: Path) -> onnxruntime.InferenceSession:
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
+    """A CPU ONNX Runtime session of ``path`` with ``threads`` intra-op threads (0: ONNX Runtime's default, one per
+    physical core)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 # Quantized by default: the convolutions and the linear layers (Gemm after ONNX Runtime's fusions). On 2 AVX2 cores

@@ -56,6 +56,7 @@ class ExperimentSpec:
     synthesis_arm: str = "pool_then_target"
     student_name: str = ""  # a registered student and a decoder for every ViT student stage (default: the bundles')
     decoder: str = ""
+    num_workers: int = 0  # data-loader workers of every stage (0: load in the training process, the bundles' default)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -118,7 +119,8 @@ class Experiment:
         return self.root / Path(dataset).name
 
     def _common(self, dataset: Path) -> dict[str, Any]:
-        return {"dataset_dir": str(Path(dataset).resolve()), "image_size": self.p.image_size}
+        workers = {"num_workers": self.spec.num_workers} if self.spec.num_workers else {}  # default stages keep their signatures
+        return {"dataset_dir": str(Path(dataset).resolve()), "image_size": self.p.image_size, **workers}
 
     def _student(self) -> dict[str, Any]:
         """The student variant's overrides; none by default, so the default stages keep their signatures."""
