@@ -177,3 +177,12 @@ def test_a_student_variant_reaches_the_student_stages_only(sample_dataset, tmp_p
     light.finetune(sample_dataset, "ts_kd", 4, 0)
     assert {s.task: s.overrides.get("decoder") for s in staged} == {"teacher": None, "ts_kd_cache": "light", "ts_kd": "light", "finetune": "light"}
     assert light._ds_root(sample_dataset).name == "hc18_light"
+
+
+def test_loader_workers_reach_every_stage_and_the_default_keeps_signatures(sample_dataset, tmp_path, staged):
+    spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
+    Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
+    assert staged and all("num_workers" not in s.overrides for s in staged)
+    staged.clear()
+    Experiment(ExperimentSpec(**spec, num_workers=3)).finetune(sample_dataset, "ts_kd", 4, 0)
+    assert {s.task: s.overrides["num_workers"] for s in staged} == {"teacher": 3, "ts_kd_cache": 3, "ts_kd": 3, "finetune": 3}
