@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tskd_components.pipeline.efficiency import stage_seconds
-from tskd_components.pipeline.report import paired_markdown, plot_dice_vs_labels, summary_markdown, write_csv
+from tskd_components.pipeline.report import empty_predictions_line, paired_markdown, plot_dice_vs_labels, summary_markdown, write_csv
 
 
 def rows():
@@ -57,3 +57,13 @@ def test_stage_seconds_group_by_kind(tmp_path):
         (tmp_path / str(i) / "stage.json").write_text(json.dumps({"kind": kind, "seconds": s, **({"cpu_seconds": cpu} if cpu else {})}))
     assert stage_seconds(tmp_path) == [{"stage": "fine-tune ts_kd", "runs": 1, "mean_s": 5.0, "total_s": 5.0, "cpu_runs": 1, "cpu_mean_s": 4.0},
                                        {"stage": "teacher", "runs": 2, "mean_s": 15.0, "total_s": 30.0, "cpu_runs": 1, "cpu_mean_s": 9.0}]
+
+
+
+def test_empty_predictions_are_counted_per_cell():
+    cells = rows()
+    assert empty_predictions_line(cells) == "Empty predictions (a ground-truth class not predicted at all), over all cells: 0."
+    cells[0]["empty_predictions"], cells[1]["empty_predictions"] = 2, "1"  # scratch n10, seeds 0 and 1 (CSV gives text)
+    cells[6]["empty_predictions"] = 1  # TS-KD n10 seed 0
+    assert empty_predictions_line(cells) == ("Empty predictions (a ground-truth class not predicted at all), over all cells: 4 "
+                                             "(hc18 TS-KD n10: 1, hc18 ViT-Tiny scratch n10: 3).")

@@ -216,6 +216,18 @@ def paired_markdown(rows: Sequence[dict[str, Any]], reference: str = "ts_kd") ->
     return "\n".join(lines)
 
 
+def empty_predictions_line(rows: Sequence[dict[str, Any]]) -> str:
+    """The count of test images with a ground-truth class the student did not predict at all, over every finished
+    cell, and per dataset / method / budget where there are any (summed over seeds)."""
+    counts: dict[tuple[str, str, int], int] = defaultdict(int)
+    for r in rows:
+        if r.get("status") == "ok":
+            counts[(_panel(r), LABELS.get(r["method"], r["method"]), int(r["num_labeled"]))] += int(r.get("empty_predictions") or 0)
+    where = ", ".join(f"{panel} {label} n{n}: {c}" for (panel, label, n), c in sorted(counts.items()) if c)
+    return (f"Empty predictions (a ground-truth class not predicted at all), over all cells: {sum(counts.values())}"
+            + (f" ({where})." if where else "."))
+
+
 def write_report(run_dir: str | Path, command: str = "") -> Path:
     """Write ``results.csv``, ``report.md``, ``dice_vs_labels.png`` (Figure 3), ``qualitative.png`` (Figure 4) and
     ``efficiency.md`` into ``run_dir`` from every finished cell there; print the Dice table; return report.md."""
@@ -237,8 +249,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
               "prediction misses (or the reverse) scores the image diagonal as HD95; `empty_predictions` in results.csv "
               "counts the missed ones. `train_seconds` = fine-tuning + test evaluation wall time.", ""]
     lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
-    empty = sum(int(r.get("empty_predictions") or 0) for r in rows if r.get("status") == "ok")
-    lines += [summary, f"Empty predictions (a ground-truth class not predicted at all), over all cells: {empty}.", ""]
+    lines += [summary, empty_predictions_line(rows), ""]
     paired = paired_markdown(rows)
     lines += ["## Paired differences (95% CI over seeds; 'better' / 'worse' only where the CI excludes 0)", "", paired] if paired else []
     lines += [f"![Dice vs labels]({figure3.name})", ""]
