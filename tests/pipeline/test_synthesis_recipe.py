@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import SAMPLE
 from tskd_components.pipeline.synthesis_recipe import ARMS, SynthesisRecipe
 
@@ -11,9 +13,17 @@ TINY = {"block_out_channels": [16, 32], "attention_levels": [False, True]}
 def test_recipes_run_compare_and_resume(small_copy, tmp_path, capsys):
     pool = small_copy(SAMPLE, n=4)
     pool = pool.rename(pool.with_name("other_pool"))  # 4 training images: 1 step per epoch at batch 8
-    recipe = SynthesisRecipe(run_dir=tmp_path / "runs", target=SAMPLE, pool=[pool], pool_steps=3, target_steps=2, today_epochs=1,
-                             image_size=32, batch_size=8, report_samples=4, ddim_steps=2, overrides=TINY)
+    settings = dict(run_dir=tmp_path / "runs", target=SAMPLE, pool=[pool], pool_steps=3, target_steps=2, today_epochs=1,
+                    image_size=32, batch_size=8, report_samples=4, ddim_steps=2, overrides=TINY)
+    with pytest.raises(ValueError, match="unknown synthesis arms"):
+        SynthesisRecipe(**settings, arms=["latent"])
+    # one process's share of the arms: the comparison holds what has finished and names the rest
+    md = SynthesisRecipe(**settings, arms=["today"]).run()
+    assert list(json.loads((md.parent / "recipe.json").read_text())["arms"]) == ["today"]
+    assert "Not finished yet: target_long, pool_then_target." in md.read_text() and not (md.parent / "pool").exists()
+    recipe = SynthesisRecipe(**settings)
     md = recipe.run()
+    assert "Not finished yet" not in md.read_text()
     summary = json.loads((md.parent / "recipe.json").read_text())
     assert list(summary["arms"]) == list(ARMS) and summary["pool"] == ["other_pool"]
     # 24 target training images = 3 steps per epoch; the pool's 4 = 1 step per epoch

@@ -24,6 +24,7 @@ import torch
 from ..data.dataset import DatasetError, read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
 from .scales import SCALES
+from .synthesis_recipe import ARMS
 from .report import paired_markdown, read_csv, write_report
 from .console import set_verbose
 from .stages import Stage
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--standin-checkpoint", default="", help="foundation stand-in whose encoder features the report also uses")
     syn.add_argument("--samples", type=int, default=64, help="synthetic images each report draws")
     syn.add_argument("--ddim-steps", type=int, default=50)
+    syn.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
+                     help="arms this process runs (e.g. two processes of one thread: --arms today target_long / --arms pool_then_target)")
 
     pack = sub.add_parser("package", help="zip a fine-tuned student as a self-contained model-zoo bundle")
     pack.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
@@ -220,7 +223,8 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         recipe = SynthesisRecipe(run_dir=Path(args.run_dir), target=target, pool=resolve_pool(args.data_root, [*args.targets, target.name], args.pool),
                                  pool_steps=args.pool_steps, target_steps=args.target_steps, today_epochs=args.today_epochs,
                                  image_size=args.image_size, batch_size=args.batch_size, standin_checkpoint=args.standin_checkpoint,
-                                 report_samples=args.samples, ddim_steps=args.ddim_steps, seed=args.seed)
+                                 report_samples=args.samples, ddim_steps=args.ddim_steps, seed=args.seed,
+                                 arms=args.arms)
         print(f"recipes: {recipe.run()}")
         return 0
     if args.command == "foundation":

@@ -55,6 +55,12 @@ class SynthesisRecipe:
     ddim_steps: int = 50
     seed: int = 0
     overrides: Mapping[str, Any] = field(default_factory=dict)  # further settings of the bundle (e.g. block_out_channels)
+    arms: Sequence[str] = ARMS  # the arms this process runs (two processes can share a run folder, one arm set each)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arms) - set(ARMS))
+        if unknown:
+            raise ValueError(f"unknown synthesis arms {unknown}; choose from {list(ARMS)}")
 
     def _epochs(self, steps: int, pool: Sequence[Path] = ()) -> int:
         per_epoch = math.ceil(len(synthesis_datalist(self.target, pool)) / self.batch_size)
@@ -75,19 +81,25 @@ class SynthesisRecipe:
         return folder
 
     def run(self) -> Path:
-        """Run every arm (done stages are skipped) and write the comparison; returns ``recipe.md``."""
+        """Run the ``arms`` (done stages are skipped) and write the comparison of every arm finished so far (by this
+        process or another one working on other arms of the same run folder); returns ``recipe.md``."""
         pin_bundle_configs()
-        folders = {"today": self._stage("today", self.today_epochs),
-                   "target_long": self._stage("target_long", self._epochs(self.pool_steps + self.target_steps))}
-        pool = self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
-        folders["pool_then_target"] = self._stage("pool_then_target", self._epochs(self.target_steps), initial=pool / "run" / "model")
+        out = Path(self.run_dir).resolve() / self.target.name
+        if "today" in self.arms:
+            self._stage("today", self.today_epochs)
+        if "target_long" in self.arms:
+            self._stage("target_long", self._epochs(self.pool_steps + self.target_steps))
+        if "pool_then_target" in self.arms:
+            pool = self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
+            self._stage("pool_then_target", self._epochs(self.target_steps), initial=pool / "run" / "model")
+        pool = out / "pool"
+        folders = {arm: out / arm for arm in ARMS if (out / arm / "stage.json").is_file()}
         rows = {}
         for arm, folder in folders.items():
             quality = json.loads((folder / "run" / "quality" / "quality.json").read_text())
             seconds = sum(json.loads((f / "stage.json").read_text())["seconds"] for f in ([pool, folder] if arm == "pool_then_target" else [folder]))
             rows[arm] = {"epochs": json.loads((folder / "stage.json").read_text())["overrides"]["max_epochs"], "train_seconds": seconds,
                          **flat_quality(quality)}
-        out = Path(self.run_dir).resolve() / self.target.name
         write_json(out / "recipe.json", {"target": self.target.name, "pool": [p.name for p in self.pool], "arms": rows})
         return write_markdown(out / "recipe.md", self.target.name, [p.name for p in self.pool], rows)
 
@@ -103,5 +115,7 @@ def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str,
     for arm, row in rows.items():
         cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else ("n/a" if row[c] is None else str(row[c])) for c in columns]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    missing = [arm for arm in ARMS if arm not in rows]
+    lines += ["", f"Not finished yet: {', '.join(missing)}."] if missing else []
     path.write_text("\n".join(lines) + "\n")
     return path
