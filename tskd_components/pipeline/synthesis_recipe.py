@@ -45,8 +45,10 @@ class SynthesisRecipe:
     run_dir: Path
     target: Path
     pool: Sequence[Path]
-    pool_steps: int = 3000
-    target_steps: int = 1500
+    # 2200 steps of batch 16 at 64 px: 1.63 s each on 2 CPU threads (`python benchmarks/synthesis.py --sizes 64
+    # --batch-size 16`, 2026-11-27), i.e. the 60-minute training budget on 2 cores
+    pool_steps: int = 1400
+    target_steps: int = 800
     today_epochs: int = 25
     image_size: int = 64
     batch_size: int = 16
