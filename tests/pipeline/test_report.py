@@ -59,7 +59,6 @@ def test_stage_seconds_group_by_kind(tmp_path):
                                        {"stage": "teacher", "runs": 2, "mean_s": 15.0, "total_s": 30.0, "cpu_runs": 1, "cpu_mean_s": 9.0}]
 
 
-
 def test_empty_predictions_are_counted_per_cell():
     cells = rows()
     assert empty_predictions_line(cells) == "Empty predictions (a ground-truth class not predicted at all), over all cells: 0."

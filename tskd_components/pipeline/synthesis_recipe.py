@@ -91,10 +91,10 @@ class SynthesisRecipe:
             self._stage("today", self.today_epochs)
         if "target_long" in self.arms:
             self._stage("target_long", self._epochs(self.pool_steps + self.target_steps))
-        if "pool_then_target" in self.arms:
-            pool = self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
-            self._stage("pool_then_target", self._epochs(self.target_steps), initial=pool / "run" / "model")
         pool = out / "pool"
+        if "pool_then_target" in self.arms:
+            self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
+            self._stage("pool_then_target", self._epochs(self.target_steps), initial=pool / "run" / "model")
         folders = {arm: out / arm for arm in ARMS if (out / arm / "stage.json").is_file()}
         rows = {}
         for arm, folder in folders.items():
