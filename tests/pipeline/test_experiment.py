@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import pytest
 from PIL import Image
@@ -186,3 +187,24 @@ def test_loader_workers_reach_every_stage_and_the_default_keeps_signatures(sampl
     staged.clear()
     Experiment(ExperimentSpec(**spec, num_workers=3)).finetune(sample_dataset, "ts_kd", 4, 0)
     assert {s.task: s.overrides["num_workers"] for s in staged} == {"teacher": 3, "ts_kd_cache": 3, "ts_kd": 3, "finetune": 3}
+
+
+def test_a_changed_bundle_default_student_changes_the_stage_signatures(sample_dataset, tmp_path, monkeypatch, staged):
+    copy = tmp_path / "bundles"
+    for configs in stages.bundles_dir().glob("*/configs"):
+        shutil.copytree(configs, copy / configs.parent.name / "configs")
+    monkeypatch.setenv("TSKD_BUNDLES_DIR", str(copy))
+    monkeypatch.setattr(stages, "_pinned", [])
+    spec = dict(run_dir=tmp_path / "r", datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
+    row = Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
+    before = {s.task: s.signature() for s in staged if s.task == "finetune"}
+    assert row["student"] == "vit_tiny + unetr" and all("decoder" not in s.overrides for s in staged)
+    train = copy / "tskd_student_segmentation" / "configs" / "train.json"
+    train.write_text(train.read_text().replace('"decoder": "unetr"', '"decoder": "light"'))
+    staged.clear()
+    row = Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
+    assert row["student"] == "vit_tiny + light"
+    assert {s.task: s.overrides.get("decoder") for s in staged} == {"teacher": None, "ts_kd_cache": "light", "ts_kd": "light", "finetune": "light"}
+    assert [s.signature() for s in staged if s.task == "finetune"] != list(before.values())
+    explicit = Experiment(ExperimentSpec(**spec, decoder="unetr"))._student()
+    assert explicit == {"decoder": "unetr"}  # the old student, asked for by name once it is no longer the default

@@ -17,7 +17,7 @@ from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
 from .console import progress
-from .stages import Stage, pin_bundle_configs
+from .stages import Stage, pin_bundle_configs, student_choice, student_overrides
 
 from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary
@@ -123,8 +123,8 @@ class Experiment:
         return {"dataset_dir": str(Path(dataset).resolve()), "image_size": self.p.image_size, **workers}
 
     def _student(self) -> dict[str, Any]:
-        """The student variant's overrides; none by default, so the default stages keep their signatures."""
-        return {k: v for k, v in (("student_name", self.spec.student_name), ("decoder", self.spec.decoder)) if v}
+        """The student variant's overrides (none for the original ViT-Tiny + UNETR default: see ``student_overrides``)."""
+        return student_overrides(self.spec.student_name, self.spec.decoder)
 
     def _sam(self) -> dict[str, Any]:
         return {"sam_variant": self.p.sam_variant, "random_init": self.p.random_init, "sam_checkpoint": self.spec.sam_checkpoint}
@@ -234,8 +234,9 @@ class Experiment:
     # -- fine-tuning -------------------------------------------------------------------------------------------
     def finetune(self, dataset: Path, method: str, num_labeled: int, seed: int) -> dict[str, Any]:
         folder = self._ds_root(dataset) / "finetune" / f"{method}_n{num_labeled}_s{seed}"
+        student = "BasicUNet" if method == "unet_scratch" else " + ".join(student_choice(self.spec.student_name, self.spec.decoder).values())
         row: dict[str, Any] = {"dataset": Path(dataset).name, "dataset_dir": str(Path(dataset).resolve()), "variant": self.spec.variant, "method": method, "num_labeled": num_labeled,
-                               "seed": seed, "scale": self.spec.scale, "image_size": self.p.image_size}
+                               "seed": seed, "scale": self.spec.scale, "image_size": self.p.image_size, "student": student}
         if method == "mae_imagenet" and not self.spec.mae_imagenet_weights:
             row["status"] = "not run: no ImageNet MAE ViT-Tiny weights given (--mae-imagenet-weights); none can be downloaded here"
             write_json(folder / RESULT_FILE, row)

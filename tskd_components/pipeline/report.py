@@ -23,7 +23,7 @@ from .experiment import METHODS, collect_results  # noqa: E402
 from .scales import SCALES  # noqa: E402
 from .statistics import mean_ci, paired_differences  # noqa: E402
 
-CSV_COLUMNS = ("dataset", "variant", "method", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
+CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
                "steps", "train_seconds", "teacher",
                "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
 METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))

@@ -70,13 +70,37 @@ def pin_bundle_configs() -> Path:
     return Path(_pinned[0].name)
 
 
+def configs_dir(name: str) -> Path:
+    """``bundles/<name>/configs`` as this process reads it: the copy :func:`pin_bundle_configs` made, once pinned."""
+    return (Path(_pinned[0].name) if _pinned else bundles_dir()) / name / "configs"
+
+
 def run_bundle(name: str, configs: Sequence[str], **overrides: Any) -> None:
-    """``monai.bundle.run`` of ``bundles/<name>/configs/<configs...>`` (later files overlay earlier ones), from the
-    copy :func:`pin_bundle_configs` made when this process pinned them."""
-    folder = (Path(_pinned[0].name) if _pinned else bundles_dir()) / name / "configs"
+    """``monai.bundle.run`` of ``bundles/<name>/configs/<configs...>`` (later files overlay earlier ones), from
+    :func:`configs_dir`."""
+    folder = configs_dir(name)
     files = [str(folder / c) for c in configs]
     run(config_file=files if len(files) > 1 else files[0], meta_file=str(folder / "metadata.json"),
         logging_file=str(folder / "logging.conf"), **overrides)
+
+
+# the student every bundle built before the student became a choice: stages building it pass no student overrides,
+# so their signatures (and finished results) stay valid whatever the bundles' default becomes
+LEGACY_STUDENT = {"student_name": "vit_tiny", "decoder": "unetr"}
+
+
+def student_choice(student_name: str = "", decoder: str = "") -> dict[str, str]:
+    """The student a stage builds: each choice given, else the student bundle's ``train.json`` default."""
+    defaults = json.loads((configs_dir("tskd_student_segmentation") / "train.json").read_text())
+    return {"student_name": student_name or defaults["student_name"], "decoder": decoder or defaults["decoder"]}
+
+
+def student_overrides(student_name: str = "", decoder: str = "") -> dict[str, str]:
+    """Overrides naming the student a stage builds: each choice given, and each bundle default that differs from
+    :data:`LEGACY_STUDENT`, so that a changed default changes the signatures of the stages relying on it (their
+    earlier results are then redone, not reused for another model)."""
+    given = {"student_name": student_name, "decoder": decoder}
+    return {k: v for k, v in student_choice(student_name, decoder).items() if given[k] or v != LEGACY_STUDENT[k]}
 
 
 def input_digest(path: str | Path) -> str:
