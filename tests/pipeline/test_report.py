@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from tskd_components.pipeline.efficiency import stage_seconds
-from tskd_components.pipeline.report import empty_predictions_line, paired_markdown, plot_dice_vs_labels, summary_markdown, write_csv
+from tskd_components.pipeline.report import (empty_predictions_line, paired_markdown, per_class_markdown, plot_dice_vs_labels, summary_markdown,
+                                             write_csv)
 
 
 def rows():
@@ -66,3 +67,18 @@ def test_empty_predictions_are_counted_per_cell():
     cells[6]["empty_predictions"] = 1  # TS-KD n10 seed 0
     assert empty_predictions_line(cells) == ("Empty predictions (a ground-truth class not predicted at all), over all cells: 4 "
                                              "(hc18 TS-KD n10: 1, hc18 ViT-Tiny scratch n10: 3).")
+
+
+def test_per_class_dice_of_a_multi_class_dataset(tmp_path):
+    cells = []
+    for dataset, per_seed in (("acdc", ({"RV": 0.5, "LV": 0.9}, {"RV": 0.7, "LV": None})), ("hc18", ({"head": 0.8}, {"head": 0.9}))):
+        for seed, scores in enumerate(per_seed):
+            cell = tmp_path / dataset / str(seed)
+            (cell / "overlays").mkdir(parents=True)
+            (cell / "metrics.json").write_text(json.dumps({"metrics": {"mean_dice": {"mean": 0.0, "per_class": scores}}}))
+            cells.append({"dataset": dataset, "method": "ts_kd", "num_labeled": 10, "seed": seed, "status": "ok", "masks_dir": str(cell / "overlays")})
+    text = per_class_markdown(cells)
+    # RV: mean 0.6, sample std 0.141; LV: one seed had no LV anywhere (None): 0.9 ± 0
+    assert "| method | RV | LV |" in text and "| TS-KD | 0.600 ± 0.141 | 0.900 ± 0.000 |" in text
+    assert "hc18" not in text  # one foreground class: the summary table already says it
+    assert per_class_markdown(cells[2:]) == ""

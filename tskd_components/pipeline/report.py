@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from PIL import Image  # noqa: E402
 
 from ..data.dataset import load_datalist, read_dataset_info, read_split  # noqa: E402
 from ..data.transforms import LoadSliceOrImaged  # noqa: E402
+from ..engines.metrics import METRICS_FILE  # noqa: E402
 from ..visualize import overlay, to_display  # noqa: E402
 from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # noqa: E402
 from .experiment import METHODS, collect_results  # noqa: E402
@@ -216,6 +218,28 @@ def paired_markdown(rows: Sequence[dict[str, Any]], reference: str = "ts_kd") ->
     return "\n".join(lines)
 
 
+def per_class_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Test Dice per class (mean ± std over seeds) for datasets with more than one foreground class, read from each
+    cell's ``metrics.json`` (beside its ``masks_dir``); empty when every dataset has a single class."""
+    per_class: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
+    for r in rows:
+        metrics = Path(r.get("masks_dir") or "").parent / METRICS_FILE
+        if r.get("status") == "ok" and r.get("masks_dir") and metrics.is_file():
+            scores = json.loads(metrics.read_text())["metrics"]["mean_dice"].get("per_class", {})
+            if len(scores) > 1:
+                per_class[(_panel(r), int(r["num_labeled"]), r["method"])].append(scores)
+    lines = []
+    for panel, n in sorted({(p, n) for p, n, _ in per_class}):
+        methods = [m for m in METHODS if (panel, n, m) in per_class]
+        classes = list(per_class[(panel, n, methods[0])][0])
+        lines += [f"### {panel}, {n} labels: Dice per class", "", "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for m in methods:
+            cells = [mean_std([s.get(c) for s in per_class[(panel, n, m)]]) for c in classes]
+            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{mu:.3f} ± {sd:.3f}" for mu, sd in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def empty_predictions_line(rows: Sequence[dict[str, Any]]) -> str:
     """The count of test images with a ground-truth class the student did not predict at all, over every finished
     cell, and per dataset / method / budget where there are any (summed over seeds)."""
@@ -249,7 +273,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
               "prediction misses (or the reverse) scores the image diagonal as HD95; `empty_predictions` in results.csv "
               "counts the missed ones. `train_seconds` = fine-tuning + test evaluation wall time.", ""]
     lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
-    lines += [summary, empty_predictions_line(rows), ""]
+    lines += [summary, per_class_markdown(rows), empty_predictions_line(rows), ""]
     paired = paired_markdown(rows)
     lines += ["## Paired differences (95% CI over seeds; 'better' / 'worse' only where the CI excludes 0)", "", paired] if paired else []
     lines += [f"![Dice vs labels]({figure3.name})", ""]
