@@ -206,5 +206,8 @@ def test_a_changed_bundle_default_student_changes_the_stage_signatures(sample_da
     assert row["student"] == "vit_tiny + light"
     assert {s.task: s.overrides.get("decoder") for s in staged} == {"teacher": None, "ts_kd_cache": "light", "ts_kd": "light", "finetune": "light"}
     assert [s.signature() for s in staged if s.task == "finetune"] != list(before.values())
-    explicit = Experiment(ExperimentSpec(**spec, decoder="unetr"))._student()
-    assert explicit == {"decoder": "unetr"}  # the old student, asked for by name once it is no longer the default
+    staged.clear()
+    Experiment(ExperimentSpec(**spec, decoder="unetr")).finetune(sample_dataset, "ts_kd", 4, 0)
+    # the old student asked for by name once it is no longer the default: the bundle is told, the signature is the old one
+    assert [s.overrides.get("decoder") for s in staged if s.task == "finetune"] == ["unetr"]
+    assert [s.signature() for s in staged if s.task == "finetune"] == list(before.values())

@@ -84,8 +84,8 @@ def run_bundle(name: str, configs: Sequence[str], **overrides: Any) -> None:
         logging_file=str(folder / "logging.conf"), **overrides)
 
 
-# the student every bundle built before the student became a choice: stages building it pass no student overrides,
-# so their signatures (and finished results) stay valid whatever the bundles' default becomes
+# the student every bundle built before the student became a choice: stage signatures leave it out (whether named or
+# relied on as the default), so the results of stages that built it stay valid whatever the bundles' default becomes
 LEGACY_STUDENT = {"student_name": "vit_tiny", "decoder": "unetr"}
 
 
@@ -177,7 +177,9 @@ class Stage:
         return BUNDLE_CONFIGS[self.task][1]
 
     def signature(self) -> str:
-        spec = {"bundle": self.bundle, "configs": list(self.configs), "overrides": dict(self.overrides),
+        # naming the legacy student is the same stage as relying on it when it was the default (one model, one signature)
+        overrides = {k: v for k, v in self.overrides.items() if LEGACY_STUDENT.get(k) != v}
+        spec = {"bundle": self.bundle, "configs": list(self.configs), "overrides": overrides,
                 "inputs": {str(p): input_digest(p) for p in self.inputs}}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
