@@ -3,6 +3,7 @@
 #   env.txt         GPU, CPU model and its int8 instructions (VNNI / AMX), package versions
 #   int8_ops.txt    benchmarks/int8_ops.py on 2 pinned cores with 2 threads (issue 14: int8 vs fp32 ONNX on a VNNI CPU)
 #   train_step.txt  benchmarks/train_step.py on the GPU: the compute floor of a teacher and a student step
+#   synthesis_gpu.txt  benchmarks/synthesis.py --preset gpu: a step of `tskd synthesis --preset gpu` (issue 16) at 128 px
 #   paper/          benchmarks/paper_scale_gpu.sh: `--scale paper` stages timed (scratch.log, ts_kd.log, stages.json)
 #
 # Usage (the device machine has torch, timm, peft, onnxruntime; the rest travels as wheels in .whl/):
@@ -24,5 +25,7 @@ fi
 cat "$OUT_DIR/env.txt"
 timeout 150 taskset -c 0,1 python3 benchmarks/int8_ops.py --threads 2 > "$OUT_DIR/int8_ops.txt" 2>&1; echo "int8_ops rc $?"
 timeout 90 python3 benchmarks/train_step.py --device cuda > "$OUT_DIR/train_step.txt" 2>&1; echo "train_step rc $?"
-cat "$OUT_DIR/int8_ops.txt" "$OUT_DIR/train_step.txt" | grep -v INFO
+timeout 90 python3 benchmarks/synthesis.py --preset gpu --device cuda --sizes 128 --batch-size 32 --ddim-steps 50 > "$OUT_DIR/synthesis_gpu.txt" 2>&1
+echo "synthesis_gpu rc $?"
+cat "$OUT_DIR/int8_ops.txt" "$OUT_DIR/train_step.txt" "$OUT_DIR/synthesis_gpu.txt" | grep -v -E "INFO|DDIM sampling"
 OUT="$OUT_DIR/paper" TIME_LIMIT=${PAPER_LIMIT:-300} bash benchmarks/paper_scale_gpu.sh

@@ -58,3 +58,22 @@ def test_fine_tuning_starts_from_initial_weights(trained, tmp_path):
 
 def test_metadata():
     verify_metadata(meta_file=str(REPO / "bundles/tskd_synthesis/configs/metadata.json"), filepath=str(REPO / "bundles/metadata_schema.json"))
+
+
+def test_gpu_overlay_builds_a_wider_128px_unet_that_denoises_at_its_size():
+    from monai.bundle import ConfigParser
+
+    folder = REPO / "bundles" / "tskd_synthesis" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(folder / "train.json"), str(folder / "gpu.json")])
+    parser["dataset_dir"] = str(SAMPLE)
+    unet = parser.get_parsed_content("network_def")
+    cpu = ConfigParser()
+    cpu.read_config(str(folder / "train.json"))
+    cpu["dataset_dir"] = str(SAMPLE)
+    assert unet.config.sample_size == 128 and list(unet.config.block_out_channels) == [64, 128, 256, 256]
+    assert parser.get_parsed_content("batch_size") == 32 and parser.get_parsed_content("num_workers") == 4
+    assert sum(p.numel() for p in unet.parameters()) > 4 * sum(p.numel() for p in cpu.get_parsed_content("network_def").parameters())
+    with torch.no_grad():
+        out = unet(torch.zeros(1, unet.config.in_channels, 128, 128), 10).sample
+    assert out.shape == (1, unet.config.in_channels, 128, 128)

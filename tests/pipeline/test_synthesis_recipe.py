@@ -46,3 +46,13 @@ def test_the_target_in_the_pool_is_refused_in_one_line(tmp_path, capsys):
 
     code = main(["synthesis", "--dataset", "hc18", "--data-root", str(SAMPLE.parent), "--pool", "hc18", "--run-dir", str(tmp_path)])
     assert code == 2 and "are in the pre-training pool" in capsys.readouterr().err
+
+
+def test_presets_take_sizes_from_the_bundle_configs_and_steps_from_the_preset(tmp_path):
+    base = dict(run_dir=tmp_path, target=SAMPLE, pool=[])
+    cpu, gpu = SynthesisRecipe(**base), SynthesisRecipe(**base, preset="gpu")
+    assert (cpu.task, cpu.image_size, cpu.batch_size, cpu.pool_steps, cpu.target_steps) == ("synthesis", 64, 16, 1400, 800)
+    assert (gpu.task, gpu.image_size, gpu.batch_size, gpu.pool_steps, gpu.target_steps) == ("synthesis_gpu", 128, 32, 10000, 5000)
+    assert SynthesisRecipe(**base, preset="gpu", image_size=256, pool_steps=7).image_size == 256  # a setting given wins
+    with pytest.raises(ValueError, match="unknown synthesis preset 'tpu'"):
+        SynthesisRecipe(**base, preset="tpu")

@@ -24,7 +24,7 @@ import torch
 from ..data.dataset import DatasetError, read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
 from .scales import SCALES
-from .synthesis_recipe import ARMS
+from .synthesis_recipe import ARMS, PRESET_STEPS
 from .report import paired_markdown, read_csv, write_report
 from .console import set_verbose
 from .stages import Stage
@@ -124,11 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--dataset", required=True, help="the target: a dataset name under --data-root, or a folder")
     _pool_args(syn, "datasets never in the pool (the target is added)")
     syn.add_argument("--run-dir", default="runs/synthesis")
-    syn.add_argument("--pool-steps", type=int, default=1400, help="optimizer steps on the pool (with --target-steps: ~60 min on 2 cores)")
-    syn.add_argument("--target-steps", type=int, default=800, help="optimizer steps on the target after the pool")
+    syn.add_argument("--preset", default="cpu", choices=list(PRESET_STEPS), help="cpu: 64 px, ~60 min on 2 cores; gpu: 128 px, the "
+                     "bundle's gpu.json network (the four settings below default to the preset's)")
+    syn.add_argument("--pool-steps", type=int, help="optimizer steps on the pool (cpu: 1400, with --target-steps ~60 min on 2 cores)")
+    syn.add_argument("--target-steps", type=int, help="optimizer steps on the target after the pool (cpu: 800)")
     syn.add_argument("--today-epochs", type=int, default=25, help="epochs of today's target-only recipe")
-    syn.add_argument("--image-size", type=int, default=64)
-    syn.add_argument("--batch-size", type=int, default=16)
+    syn.add_argument("--image-size", type=int)
+    syn.add_argument("--batch-size", type=int)
     syn.add_argument("--standin-checkpoint", default="", help="foundation stand-in whose encoder features the report also uses")
     syn.add_argument("--samples", type=int, default=64, help="synthetic images each report draws")
     syn.add_argument("--ddim-steps", type=int, default=50)
@@ -221,10 +223,9 @@ def run_command(args: argparse.Namespace, command: str) -> int:
 
         target = resolve_dataset(args.dataset, args.data_root)
         recipe = SynthesisRecipe(run_dir=Path(args.run_dir), target=target, pool=resolve_pool(args.data_root, [*args.targets, target.name], args.pool),
-                                 pool_steps=args.pool_steps, target_steps=args.target_steps, today_epochs=args.today_epochs,
-                                 image_size=args.image_size, batch_size=args.batch_size, standin_checkpoint=args.standin_checkpoint,
-                                 report_samples=args.samples, ddim_steps=args.ddim_steps, seed=args.seed,
-                                 arms=args.arms)
+                                 today_epochs=args.today_epochs, standin_checkpoint=args.standin_checkpoint, report_samples=args.samples,
+                                 ddim_steps=args.ddim_steps, seed=args.seed, arms=args.arms, preset=args.preset, pool_steps=args.pool_steps,
+                                 target_steps=args.target_steps, image_size=args.image_size, batch_size=args.batch_size)
         print(f"recipes: {recipe.run()}")
         return 0
     if args.command == "foundation":

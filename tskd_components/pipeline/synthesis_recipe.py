@@ -23,9 +23,14 @@ from typing import Any, Mapping, Sequence
 
 from ..synthesis.diffusion import synthesis_datalist
 from ..utils.io import write_json
-from .stages import Stage, pin_bundle_configs
+from .stages import BUNDLE_CONFIGS, Stage, configs_dir, pin_bundle_configs
 
 ARMS = ("today", "target_long", "pool_then_target")
+# optimizer steps of the recipe per preset (pool, target); image size, batch and network: the preset's bundle configs.
+# cpu: 2200 steps of batch 16 at 64 px, 1.63 s each on 2 CPU threads (`python benchmarks/synthesis.py --sizes 64
+# --batch-size 16`, 2026-11-27), the issue's 60-minute budget on 2 cores. gpu (gpu.json: 128 px, a wider and deeper
+# UNet, batch 32): ~14x the images seen; not yet timed on a GPU, so its budget is a choice, not a measurement
+PRESET_STEPS = {"cpu": (1400, 800), "gpu": (10000, 5000)}
 REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "fid", "precision", "recall",
             "two_sample_accuracy", "memorised_share")
 
@@ -45,24 +50,36 @@ class SynthesisRecipe:
     run_dir: Path
     target: Path
     pool: Sequence[Path]
-    # 2200 steps of batch 16 at 64 px: 1.63 s each on 2 CPU threads (`python benchmarks/synthesis.py --sizes 64
-    # --batch-size 16`, 2026-11-27), i.e. the issue's 60-minute training budget on 2 cores
-    pool_steps: int = 1400
-    target_steps: int = 800
+    pool_steps: int | None = None  # None: the preset's (PRESET_STEPS)
+    target_steps: int | None = None
     today_epochs: int = 25
-    image_size: int = 64
-    batch_size: int = 16
+    image_size: int | None = None  # None: the preset's bundle configs'
+    batch_size: int | None = None
     standin_checkpoint: str = ""
     report_samples: int = 64
     ddim_steps: int = 50
     seed: int = 0
     overrides: Mapping[str, Any] = field(default_factory=dict)  # further settings of the bundle (e.g. block_out_channels)
     arms: Sequence[str] = ARMS  # the arms this process runs (two processes can share a run folder, one arm set each)
+    preset: str = "cpu"  # "gpu": the bundle's gpu.json overlay and the GPU schedule
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.arms) - set(ARMS))
         if unknown:
             raise ValueError(f"unknown synthesis arms {unknown}; choose from {list(ARMS)}")
+        if self.preset not in PRESET_STEPS:
+            raise ValueError(f"unknown synthesis preset {self.preset!r}; choose from {list(PRESET_STEPS)}")
+        config: dict[str, Any] = {}
+        for name in BUNDLE_CONFIGS[self.task][1]:
+            config.update(json.loads((configs_dir("tskd_synthesis") / name).read_text()))
+        self.image_size, self.batch_size = self.image_size or config["image_size"], self.batch_size or config["batch_size"]
+        self.pool_steps = self.pool_steps or PRESET_STEPS[self.preset][0]
+        self.target_steps = self.target_steps or PRESET_STEPS[self.preset][1]
+
+    @property
+    def task(self) -> str:
+        """The stage task (bundle configs) of the preset."""
+        return "synthesis" if self.preset == "cpu" else f"synthesis_{self.preset}"
 
     def _epochs(self, steps: int, pool: Sequence[Path] = ()) -> int:
         per_epoch = math.ceil(len(synthesis_datalist(self.target, pool)) / self.batch_size)
@@ -78,7 +95,7 @@ class SynthesisRecipe:
                      "report_samples": self.report_samples, "grid_count": 16, "ddim_steps": self.ddim_steps,
                      "initial_weights": str(initial) if initial else "", **self.overrides}
         inputs = [self.target, *pool] + ([initial / UNET_WEIGHTS] if initial else [])
-        Stage("synthesis", f"synthesis {self.target.name} {arm} ({epochs} epochs)", folder, "synthesis", overrides, inputs=inputs,
+        Stage("synthesis", f"synthesis {self.target.name} {arm} ({epochs} epochs)", folder, self.task, overrides, inputs=inputs,
               outputs=[folder / "run" / "model" / UNET_WEIGHTS, folder / "run" / "quality" / "quality.json"]).run()
         return folder
 

@@ -140,20 +140,22 @@ class DiffusionStep:
 
 @torch.no_grad()
 def sample(unet: UNet2DModel, scheduler_config: Mapping[str, Any], num_images: int, steps: int = 50, batch_size: int = 8,
-           seed: int = 0, eta: float = 0.0) -> torch.Tensor:
-    """``num_images`` samples in [-1, 1] with DDIM; the same seed gives the same images."""
+           seed: int = 0, eta: float = 0.0, device: str | torch.device | None = None) -> torch.Tensor:
+    """``num_images`` samples (N, C, H, W) in [-1, 1] on the CPU, with DDIM on ``device`` (default: the GPU when there
+    is one); the same seed gives the same images (the initial noise is drawn on the CPU)."""
     ddim = DDIMScheduler.from_config(dict(scheduler_config))
     ddim.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
     size, channels = unet.config.sample_size, unet.config.in_channels
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    unet = unet.to(device).eval()
     out = []
-    unet.eval()
     for start in tqdm(range(0, num_images, batch_size), desc="DDIM sampling", unit="batch"):
         n = min(batch_size, num_images - start)
-        x = torch.randn(n, channels, size, size, generator=generator)
+        x = torch.randn(n, channels, size, size, generator=generator).to(device)
         for t in ddim.timesteps:
             x = ddim.step(unet(x, t).sample, t, x, eta=eta, generator=generator).prev_sample
-        out.append(x.clamp(-1, 1))
+        out.append(x.clamp(-1, 1).cpu())
     return torch.cat(out)
 
 
