@@ -24,6 +24,7 @@ from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # n
 from .experiment import METHODS, collect_results  # noqa: E402
 from .scales import SCALES  # noqa: E402
 from .statistics import mean_ci, paired_differences  # noqa: E402
+from .variants import variants_markdown  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
                "steps", "train_seconds", "teacher",
@@ -276,6 +277,8 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     lines += [summary, per_class_markdown(rows), empty_predictions_line(rows), ""]
     paired = paired_markdown(rows)
     lines += ["## Paired differences (95% CI over seeds; 'better' / 'worse' only where the CI excludes 0)", "", paired] if paired else []
+    variants = variants_markdown(rows)
+    lines += ["## Variants against the reference variant (95% CI over seeds)", "", variants] if variants else []
     lines += [f"![Dice vs labels]({figure3.name})", ""]
     lines += [f"![Qualitative]({figure4.name})", ""] if figure4 else []
     first = next((r for r in rows if r.get("status") == "ok"), None)

@@ -40,13 +40,14 @@ def verdict(low: float, high: float, direction: int) -> str:
 
 
 def paired_differences(rows: Iterable[dict[str, Any]], reference: str = "ts_kd", metric: str = "dice",
-                       group_keys: Sequence[str] = ("dataset", "variant", "num_labeled")) -> list[dict[str, Any]]:
-    """``reference`` minus every other method, paired by seed within each group; one row per (group, method) with
-    the mean difference, its 95% CI, the number of pairs and the verdict."""
+                       group_keys: Sequence[str] = ("dataset", "variant", "num_labeled"), by: str = "method") -> list[dict[str, Any]]:
+    """``reference`` minus every other level of ``by`` (a method, or with ``by="variant"`` and ``method`` among the
+    group keys, a variant of the settings), paired by seed within each group; one row per (group, level) with the
+    mean difference, its 95% CI, the number of pairs and the verdict."""
     cells: dict[tuple, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r.get("status") == "ok" and r.get(metric) is not None:
-            cells[tuple(r.get(k, "") for k in group_keys)][r["method"]][int(r["seed"])] = float(r[metric])
+            cells[tuple(r.get(k, "") for k in group_keys)][r.get(by, "")][int(r["seed"])] = float(r[metric])
     out = []
     for group, methods in sorted(cells.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         if reference not in methods:
@@ -57,7 +58,7 @@ def paired_differences(rows: Iterable[dict[str, Any]], reference: str = "ts_kd",
             seeds = sorted(set(by_seed) & set(methods[reference]))
             diffs = [methods[reference][s] - by_seed[s] for s in seeds]
             mean, low, high = mean_ci(diffs)
-            out.append({**dict(zip(group_keys, group)), "reference": reference, "method": method, "metric": metric,
+            out.append({**dict(zip(group_keys, group)), "reference": reference, by: method, "metric": metric,
                         "pairs": len(seeds), "mean_diff": mean, "ci_low": low, "ci_high": high,
                         "verdict": verdict(low, high, DIRECTION.get(metric, 1)) if seeds else "no paired seeds"})
     return out

@@ -1,0 +1,53 @@
+"""Variants of the settings against a reference variant, paired by seed: the transfer-size study (each number of
+synthetic images against real images only), student variants (a decoder or backbone against the default), ranks."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .statistics import DIRECTION, paired_differences, verdict
+
+REFERENCE_VARIANTS = ("", "real_only")  # the plain run, else the study's real-images-only arm
+
+
+def reference_variant(variants: Sequence[str]) -> str | None:
+    """The variant the others are compared with: the first of :data:`REFERENCE_VARIANTS` present, else the first in
+    sorted order; ``None`` when there is only one variant."""
+    present = sorted(set(variants))
+    if len(present) < 2:
+        return None
+    return next((v for v in REFERENCE_VARIANTS if v in present), present[0])
+
+
+def variant_differences(rows: Sequence[dict[str, Any]], metric: str = "dice") -> list[dict[str, Any]]:
+    """Per dataset, method and budget: each variant minus the reference variant, paired by seed (mean, 95% CI,
+    verdict for the variant: "better" where the CI excludes 0 in the metric's good direction)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    reference = reference_variant([r.get("variant", "") for r in ok])
+    if reference is None:
+        return []
+    out = []
+    for d in paired_differences(ok, reference, metric, group_keys=("dataset", "method", "num_labeled"), by="variant"):
+        low, high = -d["ci_high"], -d["ci_low"]  # variant - reference
+        out.append({**d, "mean_diff": -d["mean_diff"], "ci_low": low, "ci_high": high,
+                    "verdict": verdict(low, high, DIRECTION.get(metric, 1)) if d["pairs"] else d["verdict"]})
+    return out
+
+
+def variants_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[str, str]] = (("dice", "Dice"), ("hd95", "HD95 (px)"),
+                                                                                           ("nsd", "NSD"))) -> str:
+    """One table per metric: variant − reference variant, paired by seed; empty with a single variant."""
+    lines = []
+    for key, title in metrics:
+        diffs = variant_differences(rows, key)
+        if not diffs:
+            continue
+        name = diffs[0]["reference"] or "default"
+        lines += [f"### Variant − {name}: {title}, paired by seed", "",
+                  "| dataset | method | labels | variant | pairs | mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|---|"]
+        for d in diffs:
+            ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["pairs"] > 1 else "[n/a]"
+            lines.append(f"| {d['dataset']} | {d['method']} | {d['num_labeled']} | {d['variant'] or 'default'} | {d['pairs']} | "
+                         f"{d['mean_diff']:+.3f} {ci} | {d['verdict']} |")
+        lines.append("")
+    return "\n".join(lines)
