@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from monai.bundle import run, verify_metadata
+from monai.bundle import ConfigParser, run, verify_metadata
 from PIL import Image
 
 from tests.bundles.conftest import ddp_failure
@@ -131,6 +131,19 @@ def test_metadata_follows_the_zoo_conventions(tmp_path):
     assert {"network_def", "preprocessing", "inferer", "postprocessing"} <= set(inference)
     assert (BUNDLE / "LICENSE").is_file() and (BUNDLE / "docs" / "README.md").is_file()
     assert "segmentation" in BUNDLE.name
+
+
+def test_metadata_states_the_student_the_configs_build():
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    for config in ("train.json", "inference.json"):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / config))
+        net = parser.get_parsed_content("network_def")
+        grid = [s // net.patch_size for s in meta["network_data_format"]["inputs"]["image"]["spatial_shape"]]
+        assert meta["student"]["decoder"] == parser["decoder"] == "light", config
+        assert meta["student"]["token_grid"] == grid == [16, 16] and meta["student"]["patch_size"] == net.patch_size
+        assert meta["student"]["hidden_blocks"] == list(net.hidden_indices)
+        assert type(net.decoder).__name__ == "LightDecoder" and net.image_size == parser["image_size"]
 
 
 def _chain(err):

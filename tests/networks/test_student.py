@@ -3,7 +3,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tskd_components.networks import ViTSegmenter, create_student, init_student, list_students, load_student_weights
+from tskd_components.networks import ViTSegmenter, create_student, init_student, list_students, load_student_weights, require_trained_student
 from tskd_components.networks.student import evenly_spaced_blocks
 
 
@@ -114,3 +114,15 @@ def test_mismatched_and_missing_files_are_clear(tmp_path):
     with pytest.raises(ValueError, match="missing encoder keys.*blocks.2"):
         load_student_weights(small(), tmp_path / "shallow.safetensors")
     assert init_student(small(), "") is not None  # empty path: random init
+
+
+def test_a_trained_model_of_another_decoder_is_named_with_its_override(tmp_path):
+    torch.save({"model": small(decoder="unetr").state_dict()}, tmp_path / "model.pt")
+    assert small().decoder.__class__.__name__ == "LightDecoder"  # the default since the student bundle's 0.2.0
+    with pytest.raises(ValueError, match="model.pt holds a student with the 'unetr' decoder but the config builds 'light'; run with --decoder unetr"):
+        require_trained_student(tmp_path / "model.pt", small(), "train it")
+    assert require_trained_student(tmp_path / "model.pt", small(decoder="unetr"), "train it") == str(tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"does not fit .*decoder.out.conv.conv.weight \(3, 8, 1, 1\) vs \(2, 8, 1, 1\)"):
+        require_trained_student(tmp_path / "model.pt", small(decoder="unetr", num_classes=2), "train it")
+    with pytest.raises(FileNotFoundError, match="absent.pt not found; train it"):
+        require_trained_student(tmp_path / "absent.pt", small(), "train it")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 
 import pytest
@@ -73,7 +74,7 @@ def test_minimal_experiment_runs_reports_and_resumes(sample_dataset, tmp_path, m
     for png in ("dice_vs_labels.png", "qualitative.png"):
         with Image.open(run_dir / png) as im:
             assert im.size[0] > 300 and im.size[1] > 200
-    assert "| ViT-Tiny student (TS-KD) (64 px) | 6.4" in (run_dir / "efficiency.md").read_text()
+    assert "| vit_tiny + light student (64 px) | 5.6" in (run_dir / "efficiency.md").read_text()
 
     # a third run changes nothing
     tskd(args)
@@ -172,12 +173,13 @@ def test_a_student_variant_reaches_the_student_stages_only(sample_dataset, tmp_p
         ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], scale="tiny", student_name="vit_huge")
     spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
     Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
-    assert staged and all("decoder" not in s.overrides for s in staged)  # the default leaves existing stage signatures as they were
-    staged.clear()
-    light = Experiment(ExperimentSpec(**spec, decoder="light", variant="light"))
-    light.finetune(sample_dataset, "ts_kd", 4, 0)
+    # the bundles' default student (ViT-Tiny + light) reaches the student stages, not the teacher
     assert {s.task: s.overrides.get("decoder") for s in staged} == {"teacher": None, "ts_kd_cache": "light", "ts_kd": "light", "finetune": "light"}
-    assert light._ds_root(sample_dataset).name == "hc18_light"
+    staged.clear()
+    unetr = Experiment(ExperimentSpec(**spec, decoder="unetr", variant="unetr"))
+    unetr.finetune(sample_dataset, "ts_kd", 4, 0)
+    assert {s.task: s.overrides.get("decoder") for s in staged} == {"teacher": None, "ts_kd_cache": "unetr", "ts_kd": "unetr", "finetune": "unetr"}
+    assert unetr._ds_root(sample_dataset).name == "hc18_unetr"
 
 
 def test_loader_workers_reach_every_stage_and_the_default_keeps_signatures(sample_dataset, tmp_path, staged):
@@ -195,12 +197,17 @@ def test_a_changed_bundle_default_student_changes_the_stage_signatures(sample_da
         shutil.copytree(configs, copy / configs.parent.name / "configs")
     monkeypatch.setenv("TSKD_BUNDLES_DIR", str(copy))
     monkeypatch.setattr(stages, "_pinned", [])
+    train = copy / "tskd_student_segmentation" / "configs" / "train.json"
+
+    def set_decoder(name):
+        train.write_text(re.sub(r'"decoder": "\w+"', f'"decoder": "{name}"', train.read_text()))
+
+    set_decoder("unetr")  # the default the stored results were made with
     spec = dict(run_dir=tmp_path / "r", datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
     row = Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
     before = {s.task: s.signature() for s in staged if s.task == "finetune"}
     assert row["student"] == "vit_tiny + unetr" and all("decoder" not in s.overrides for s in staged)
-    train = copy / "tskd_student_segmentation" / "configs" / "train.json"
-    train.write_text(train.read_text().replace('"decoder": "unetr"', '"decoder": "light"'))
+    set_decoder("light")  # today's default
     staged.clear()
     row = Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
     assert row["student"] == "vit_tiny + light"

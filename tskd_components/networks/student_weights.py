@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from ..utils.weights import read_state_dict, save_safetensors
+from ..utils.weights import read_state_dict, require_file, save_safetensors
+from .decoders import DECODERS, create_decoder
 from .student import ViTSegmenter
 
 logger = logging.getLogger(__name__)
@@ -110,3 +111,26 @@ def export_student(model: ViTSegmenter, path: str | Path, include_decoder: bool 
     meta = {"image_size": str(model.image_size), "in_channels": str(model.in_channels), "num_classes": str(model.num_classes),
             "hidden_indices": ",".join(map(str, model.hidden_indices)), "parts": "encoder+decoder" if include_decoder else "encoder"}
     return save_safetensors(state, path, meta)
+
+
+def _decoder_parts(state: dict[str, torch.Tensor]) -> set[str]:
+    return {k.split(".")[1] for k in state if k.startswith("decoder.")}
+
+
+def require_trained_student(path: str | Path, model: torch.nn.Module, fix: str) -> str:
+    """Return ``path`` when its weights fit ``model`` key for key and shape for shape (a trained ``model.pt``);
+    otherwise raise a ``ValueError`` naming the file, the decoder its weights belong to and the override that builds
+    that student (``fix`` says how to get the file when it is missing)."""
+    state, own = read_state_dict(require_file(path, fix)), model.state_dict()
+    if set(state) == set(own) and all(state[k].shape == own[k].shape for k in own):
+        return str(path)
+    parts = {name: set(dict(create_decoder(name, 3, 8, 2, 4).named_children())) for name in DECODERS}
+    trained = [name for name, names in parts.items() if names == _decoder_parts(state)]
+    built = [name for name, names in parts.items() if names == _decoder_parts(own)]
+    if trained and trained != built:
+        raise ValueError(f"{path} holds a student with the {trained[0]!r} decoder but the config builds {built[0] if built else 'another'!r}; "
+                         f"run with --decoder {trained[0]} (models trained before tskd_student_segmentation 0.2.0 used 'unetr')")
+    wrong = sorted(set(state) ^ set(own))[:4] + [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                                                  if k in state and state[k].shape != own[k].shape][:4]
+    raise ValueError(f"{path} does not fit the student this config builds (first differences: {wrong}); set student_name, "
+                     "decoder, image_size, in_channels and num_classes to those it was trained with (its metadata.json)")

@@ -6,7 +6,7 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from monai.networks.nets import BasicUNet
@@ -17,13 +17,17 @@ from .experiment import UNET_FEATURES
 from .stages import STAGE_RECORD
 
 
-def efficiency_rows(image_size: int, num_classes: int, sam_variant: str, repeats: int = 3) -> list[dict[str, Any]]:
-    """Cost of the ViT-Tiny student, the UNet reference and the teacher architecture, all at ``image_size``
-    (random weights: cost does not depend on them)."""
+def efficiency_rows(image_size: int, num_classes: int, sam_variant: str, students: Sequence[str] = ("vit_tiny + light",),
+                    repeats: int = 3) -> list[dict[str, Any]]:
+    """Cost of each student (``"<registered student> + <decoder>"``, as ``results.csv`` names it), the UNet reference
+    and the teacher architecture, all at ``image_size`` (random weights: cost does not depend on them)."""
     torch.manual_seed(0)
-    models = {"ViT-Tiny student (TS-KD)": create_student("vit_tiny", image_size=image_size, in_channels=3, num_classes=num_classes),
-              "BasicUNet reference": BasicUNet(2, 3, num_classes, features=UNET_FEATURES),
-              f"SAM {sam_variant} teacher": build_prompt_free_sam(sam_variant, num_classes, image_size, random_init=True)}
+    models: dict[str, torch.nn.Module] = {}
+    for student in students:
+        name, decoder = student.split(" + ")
+        models[f"{student} student"] = create_student(name, decoder=decoder, image_size=image_size, in_channels=3, num_classes=num_classes)
+    models["BasicUNet reference"] = BasicUNet(2, 3, num_classes, features=UNET_FEATURES)
+    models[f"SAM {sam_variant} teacher"] = build_prompt_free_sam(sam_variant, num_classes, image_size, random_init=True)
     if sam_variant != "vit_b":
         models["SAM vit_b (the paper's teacher)"] = build_prompt_free_sam("vit_b", num_classes, image_size, random_init=True)
     return [{"model": name, **model_cost(model, image_size, repeats=repeats)} for name, model in models.items()]

@@ -23,6 +23,7 @@ from ..visualize import overlay, to_display  # noqa: E402
 from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # noqa: E402
 from .experiment import METHODS, collect_results  # noqa: E402
 from .scales import SCALES  # noqa: E402
+from .stages import LEGACY_STUDENT  # noqa: E402
 from .statistics import mean_ci, paired_differences  # noqa: E402
 from .variants import variants_markdown  # noqa: E402
 
@@ -284,7 +285,9 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     first = next((r for r in rows if r.get("status") == "ok"), None)
     if first is not None:
         num_classes = read_dataset_info(first["dataset_dir"]).num_classes
-        eff = efficiency_markdown(efficiency_rows(int(first["image_size"]), num_classes, SCALES[first["scale"]].sam_variant),
+        # rows written before results named their student were made with the then default, ViT-Tiny + UNETR
+        students = sorted({r.get("student") or " + ".join(LEGACY_STUDENT.values()) for r in rows if r["method"] != "unet_scratch"})
+        eff = efficiency_markdown(efficiency_rows(int(first["image_size"]), num_classes, SCALES[first["scale"]].sam_variant, students),
                                   stage_seconds(run_dir))
         (run_dir / "efficiency.md").write_text(eff)
         lines += ["## Efficiency (this machine, CPU)", "", eff]
