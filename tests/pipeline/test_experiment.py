@@ -182,6 +182,13 @@ def test_a_student_variant_reaches_the_student_stages_only(sample_dataset, tmp_p
     assert unetr._ds_root(sample_dataset).name == "hc18_unetr"
 
 
+def test_an_image_size_reaches_every_stage_and_the_result(sample_dataset, tmp_path, staged):
+    spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny", image_size=96)
+    row = Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
+    assert {s.task: s.overrides["image_size"] for s in staged} == {"teacher": 96, "ts_kd_cache": 96, "ts_kd": 96, "finetune": 96}
+    assert row["image_size"] == 96 and ExperimentSpec(**spec | {"image_size": None}).params.image_size == 64
+
+
 def test_loader_workers_reach_every_stage_and_the_default_keeps_signatures(sample_dataset, tmp_path, staged):
     spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
     Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)

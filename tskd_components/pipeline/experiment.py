@@ -51,6 +51,7 @@ class ExperimentSpec:
     sam_checkpoint: str = ""
     mae_imagenet_weights: str = ""
     lora_rank: int | None = None
+    image_size: int | None = None  # the scale's unless given; a run folder of its own (teacher folder names omit the size)
     variant: str = ""
     synthesis_dir: str = ""  # a `tskd synthesis` run folder: its <dataset>/<synthesis_arm> model makes the synthetic images
     synthesis_arm: str = "pool_then_target"
@@ -59,8 +60,7 @@ class ExperimentSpec:
     num_workers: int = 0  # data-loader workers of every stage (0: load in the training process, the bundles' default)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
+        if unknown := sorted(set(self.methods) - set(METHODS)):
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         if self.scale not in SCALES:
             raise ValueError(f"unknown scale {self.scale!r}; choose from {list(SCALES)}")
@@ -82,7 +82,7 @@ class ExperimentSpec:
     @property
     def params(self) -> Scale:
         base = SCALES[self.scale]
-        return replace(base, lora_rank=self.lora_rank) if self.lora_rank else base
+        return replace(base, **{k: v for k, v in (("lora_rank", self.lora_rank), ("image_size", self.image_size)) if v})
 
 
 def epochs_for(steps: int, num_items: int, batch_size: int) -> int:
@@ -249,7 +249,7 @@ class Experiment:
             provenance = {"matched_to": f"ts_kd: {ts_kd['pretrain_steps']} distillation + {ts_kd['steps']} fine-tuning steps"}
         epochs = epochs_for(steps, num_labeled, self.p.finetune_batch)
         metrics = folder / "run" / "eval_test" / METRICS_FILE
-        overrides = {**self._common(dataset), **self._student(), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
+        overrides = {**self._common(dataset), **({} if method == "unet_scratch" else self._student()), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
                      "val_interval": max(1, epochs // (20 if patience else 10)), "batch_size": self.p.finetune_batch,
                      "initial_weights": weights, "output_dir": str(folder / "run"), "ckpt_dir": str(folder / "models"),
                      "metrics_dir": str(metrics.parent)} | ({"patience": patience} if patience else {})
