@@ -26,3 +26,11 @@ def test_a_bug_keeps_its_traceback(sample_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "run_bundle", lambda name, configs, **o: [][1])
     with pytest.raises(IndexError):
         cli.main(["pipeline", "--dataset-dir", str(sample_dataset), "--scale", "tiny", "--run-dir", str(tmp_path / "run")])
+
+
+def test_experiment_options_reach_the_spec(sample_dataset, tmp_path):
+    args = cli.build_parser().parse_args(["experiment", "--datasets", str(sample_dataset), "--run-dir", str(tmp_path), "--scale", "tiny",
+                                          "--image-size", "96", "--decoder", "unetr"])
+    options = cli._spec_options(args)
+    assert options["image_size"] == 96 and options["decoder"] == "unetr" and options["student_name"] == ""
+    assert cli._spec_options(cli.build_parser().parse_args(["experiment", "--datasets", "x"]))["image_size"] is None  # the scale's
