@@ -53,6 +53,7 @@ def test_zoo_package_round_trip(trained_student, tmp_path, monkeypatch):
     unpacked = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
     assert unpacked["training"]["num_labeled"] == 4 and unpacked["training"]["dataset"] == "hc18"
     assert unpacked["network_data_format"]["inputs"]["image"]["spatial_shape"] == [64, 64]
+    assert unpacked["student"]["token_grid"] == [4, 4] and unpacked["student"]["decoder"] == "light"  # as trained, not the 256 px default
     assert unpacked["network_data_format"]["outputs"]["pred"]["format"] == "segmentation"
     assert unpacked["eval_metrics"]["mean_dice"] == json.loads((root / "runs" / "hc18_n4_s0" / "eval_test" / "metrics.json").read_text())["metrics"]["mean_dice"]["mean"]
     license_text = (tmp_path / "zoo" / "tskd_student_segmentation" / "data_license.txt").read_text()
@@ -138,6 +139,7 @@ def test_a_packaged_student_passes_the_zoos_ci_checks(trained_student, tmp_path)
 
 
 def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):
+    import torch
     from monai.bundle import download
 
     from tskd_components.pipeline.cli import main
@@ -146,7 +148,11 @@ def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):
     shutil.copytree(trained_student / "models", stage / "models")
     shutil.copytree(trained_student / "runs" / "hc18_n4_s0", stage / "run")
     (stage / "result.json").write_text(json.dumps({"method": "ts_kd", "teacher": "SAM standin [stand-in ...], LoRA r4"}))
-    (stage / "stage.json").write_text(json.dumps({"overrides": {"decoder": "unetr", "num_labeled": 4}}))
+    # a student trained with UNETR before the resolved config named the decoder: packaging reads it from the weights
+    torch.save(ViTSegmenter(64, 3, 2, decoder="unetr").state_dict(), stage / "models" / "model.pt")
+    resolved = json.loads((stage / "run" / "config.resolved.json").read_text())
+    assert resolved.pop("decoder") == "light"
+    (stage / "run" / "config.resolved.json").write_text(json.dumps(resolved))
     assert main(["package", str(stage), str(tmp_path / "dist")]) == 0
     out = capsys.readouterr().out
     archive = Path(out.split("bundle: ")[1].splitlines()[0])
@@ -154,6 +160,9 @@ def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):
     download(name="tskd_student_segmentation", bundle_dir=str(tmp_path / "zoo"), url=archive.as_uri())
     meta = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "metadata.json").read_text())
     assert meta["training"]["method"] == "ts_kd" and meta["training"]["teacher"].startswith("SAM standin")
+    assert meta["student"]["decoder"] == "unetr" and meta["student"]["token_grid"] == [4, 4]
+    inference = json.loads((tmp_path / "zoo" / "tskd_student_segmentation" / "configs" / "inference.json").read_text())
+    assert inference["decoder"] == "unetr" and inference["image_size"] == 64
     assert (tmp_path / "zoo" / "tskd_student_segmentation" / "scripts" / "student.py").is_file()
     assert main(["package", str(tmp_path / "finetune"), str(tmp_path / "dist")]) == 2  # not a stage: one clear line
     assert "is not a finished fine-tune stage" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import torch
 from monai.bundle import ConfigParser, ckpt_export, onnx_export
 
 from .utils.io import write_json
-from .utils.weights import file_digest
+from .utils.weights import file_digest, read_state_dict
 
 
 def export_with_parity(bundle_root: str | Path, batch_size: int = 1, seed: int = 0) -> dict:
@@ -94,6 +94,7 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
 
     from .bundle_scripts import self_contained, write_scripts
     from .data import load_datalist, read_dataset_info
+    from .networks.student_weights import trained_decoder
     from .utils.run_record import package_versions
 
     root, run, out = Path(bundle_root), Path(run_dir), Path(output_dir)
@@ -131,14 +132,21 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
         f"The weights in this bundle were trained on {info.name}; its source and terms, from the dataset's PROVENANCE.md:\n\n"
         + (provenance.read_text() if provenance.is_file() else f"(no PROVENANCE.md in {config['dataset_dir']}: the data's terms are unknown)\n"))
     write_input_size(stage / "configs", config["image_size"], config["in_channels"], info.classes)
-    # fine-tuning and inference build the network the weights were trained as
-    trained = {k: config[k] for k in ("student_name", "decoder", "image_size", "in_channels") if k in config}
+    # fine-tuning and inference build the network the weights were trained as (runs before the resolved config named
+    # the decoder: the one whose weights model.pt holds)
+    config.setdefault("decoder", trained_decoder(read_state_dict(weights)))
+    trained = {k: config[k] for k in ("student_name", "decoder", "image_size", "in_channels") if config.get(k)}
     for file in ("inference.json", "train.json"):
         if (stage / "configs" / file).is_file():
             write_json(stage / "configs" / file, json.loads((stage / "configs" / file).read_text()) | trained, indent=4)
     meta = json.loads((stage / "configs" / "metadata.json").read_text())
     meta["training"] = {"dataset": info.name, "modality": info.modality, "num_labeled": config["num_labeled"], "seed": config["seed"],
                         "method": method, "teacher": teacher, "initial_weights": config.get("initial_weights") or "random init"}
+    if "student" in meta:  # the architecture the weights were trained as
+        grid = int(config["image_size"]) // int(meta["student"]["patch_size"])
+        meta["student"].update(decoder=config["decoder"] or meta["student"]["decoder"], token_grid=[grid, grid])
+        if config.get("student_name", "vit_tiny") != "vit_tiny":
+            meta["student"]["encoder"] = config["student_name"]
     meta["required_packages_version"].pop("tskd", None)  # its code travels in scripts/
     metrics = run / "eval_test" / "metrics.json"
     if metrics.is_file():

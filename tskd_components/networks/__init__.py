@@ -6,4 +6,4 @@ from .lora import AdaptedWeights, LoRASAMSegmenter, build_lora_sam, export_teach
 from .sam import SAM_VARIANTS, PromptFreeSAM, SamSpec, build_prompt_free_sam, register_sam_variant, sam_hidden_layers, sam_spec
 from .student import ViTSegmenter, create_student, list_students, register_student
 from .hierarchical import HierarchicalSegmenter  # registers tiny_vit_5m
-from .student_weights import LoadReport, export_student, init_student, load_student_weights, require_trained_student
+from .student_weights import LoadReport, export_student, init_student, load_student_weights, require_trained_student, trained_decoder

@@ -117,6 +117,12 @@ def _decoder_parts(state: dict[str, torch.Tensor]) -> set[str]:
     return {k.split(".")[1] for k in state if k.startswith("decoder.")}
 
 
+def trained_decoder(state: dict[str, torch.Tensor]) -> str | None:
+    """The name in :data:`DECODERS` of the decoder whose weights ``state`` (a student state dict) holds, if any."""
+    parts = _decoder_parts(state)
+    return next((name for name in DECODERS if set(dict(create_decoder(name, 3, 8, 2, 4).named_children())) == parts), None)
+
+
 def require_trained_student(path: str | Path, model: torch.nn.Module, fix: str) -> str:
     """Return ``path`` when its weights fit ``model`` key for key and shape for shape (a trained ``model.pt``);
     otherwise raise a ``ValueError`` naming the file, the decoder its weights belong to and the override that builds
@@ -124,12 +130,10 @@ def require_trained_student(path: str | Path, model: torch.nn.Module, fix: str) 
     state, own = read_state_dict(require_file(path, fix)), model.state_dict()
     if set(state) == set(own) and all(state[k].shape == own[k].shape for k in own):
         return str(path)
-    parts = {name: set(dict(create_decoder(name, 3, 8, 2, 4).named_children())) for name in DECODERS}
-    trained = [name for name, names in parts.items() if names == _decoder_parts(state)]
-    built = [name for name, names in parts.items() if names == _decoder_parts(own)]
+    trained, built = trained_decoder(state), trained_decoder(own)
     if trained and trained != built:
-        raise ValueError(f"{path} holds a student with the {trained[0]!r} decoder but the config builds {built[0] if built else 'another'!r}; "
-                         f"run with --decoder {trained[0]} (models trained before tskd_student_segmentation 0.2.0 used 'unetr')")
+        raise ValueError(f"{path} holds a student with the {trained!r} decoder but the config builds {built or 'another'!r}; "
+                         f"run with --decoder {trained} (models trained before tskd_student_segmentation 0.2.0 used 'unetr')")
     wrong = sorted(set(state) ^ set(own))[:4] + [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
                                                   if k in state and state[k].shape != own[k].shape][:4]
     raise ValueError(f"{path} does not fit the student this config builds (first differences: {wrong}); set student_name, "
