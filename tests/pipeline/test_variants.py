@@ -2,7 +2,7 @@
 
 import pytest
 
-from tskd_components.pipeline.variants import reference_variant, variant_differences, variants_markdown
+from tskd_components.pipeline.variants import reference_variant, unet_gaps, variant_differences, variants_markdown
 
 
 def rows(shift, hd_shift=0.0, reference="", other="light"):
@@ -38,3 +38,16 @@ def test_markdown_names_the_reference_and_is_empty_for_one_variant():
     assert "### Variant − real_only: Dice, paired by seed" in text
     assert "| hc18 | ts_kd | 20 | synthetic_00280 | 3 | +0.050 [+0.050, +0.050] | better |" in text
     assert variants_markdown([r for r in rows(lambda s: 0.05) if r["variant"] == ""]) == ""
+
+
+def test_every_variant_against_the_plain_runs_unet():
+    data = rows(lambda s: 0.05)
+    data += [{"dataset": "hc18", "variant": "", "method": "unet_scratch", "num_labeled": 20, "seed": s, "status": "ok", "dice": d}
+             for s, d in enumerate((0.80, 0.80, 0.84))]
+    data += [{**data[-1], "variant": "light"}]  # a variant's own UNet cell is not the reference
+    gaps = {d["arm"]: d for d in unet_gaps(data)}
+    assert sorted(gaps) == ["default ts_kd", "light ts_kd"]
+    assert gaps["default ts_kd"]["mean_diff"] == pytest.approx((-0.10 - 0.06 - 0.04) / 3) and gaps["default ts_kd"]["verdict"] == "no difference shown"
+    assert gaps["light ts_kd"]["mean_diff"] == pytest.approx((-0.05 - 0.01 + 0.01) / 3) and gaps["light ts_kd"]["pairs"] == 3
+    assert "| hc18 | 20 | light ts_kd | 3 | -0.017 [" in variants_markdown(data)
+    assert unet_gaps(rows(lambda s: 0.05)) == []  # no UNet cells
