@@ -25,7 +25,8 @@ from ..data.dataset import DatasetError, read_split, sample_dataset_dir
 from .experiment import METHODS, PAPER_METHODS, Experiment, ExperimentSpec
 from .scales import SCALES
 from .synthesis_recipe import ARMS, PRESET_STEPS
-from .report import paired_markdown, read_csv, write_report
+from .report import read_csv, write_report
+from .tables import paired_markdown
 from .console import set_verbose
 from .stages import Stage
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -16,23 +15,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..data.dataset import load_datalist, read_dataset_info, read_split  # noqa: E402
+from ..data.dataset import load_datalist, read_dataset_info  # noqa: E402
 from ..data.transforms import LoadSliceOrImaged  # noqa: E402
-from ..engines.metrics import METRICS_FILE  # noqa: E402
 from ..visualize import overlay, to_display  # noqa: E402
 from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # noqa: E402
 from .experiment import METHODS, collect_results  # noqa: E402
 from .scales import SCALES  # noqa: E402
-from .stages import LEGACY_STUDENT  # noqa: E402
-from .statistics import mean_ci, paired_differences  # noqa: E402
+from .statistics import mean_ci  # noqa: E402
+from .tables import (empty_predictions_line, group_cells, method_label, panel_name, panel_students, paired_markdown,  # noqa: E402
+                     per_class_markdown, summary_markdown)
 from .variants import variants_markdown  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
                "steps", "train_seconds", "teacher",
                "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
-METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
-LABELS = {"scratch": "ViT-Tiny scratch", "scratch_matched": "ViT-Tiny scratch, matched steps", "unet_scratch": "UNet scratch (reference)", "mae_imagenet": "MAE (ImageNet)",
-          "mae": "MAE (transfer set)", "mocov3": "MoCo v3", "ta_kd": "TA-KD", "ts_kd": "TS-KD"}
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -52,76 +48,16 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _group(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
-    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r.get("status") == "ok":
-            groups[(_panel(r), r["method"], int(r["num_labeled"]))].append(r)
-    return groups
-
-
-def _panel(row: dict[str, Any]) -> str:
-    return row["dataset"] + (f" [{row['variant']}]" if row.get("variant") else "")
-
-
-def _val_note(groups: dict, panel: str) -> str:
-    """' (+V val)': the validation labels every method also used (checkpoint selection, early stopping)."""
-    row = next(r for (p, _, _), rs in groups.items() if p == panel for r in rs)
-    return f" (+{len(read_split(row['dataset_dir'])['val'])} val)" if row.get("dataset_dir") else ""
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """One table per dataset (and variant) and metric: methods x label budgets, mean ± std over seeds (n seeds)."""
-    groups = _group(rows)
-    panels = sorted({p for p, _, _ in groups})
-    lines = []
-    for panel in panels:
-        budgets = sorted({n for p, _, n in groups if p == panel})
-        methods = [m for m in METHODS if any((panel, m, n) in groups for n in budgets)]
-        header = " | ".join(f"{n} labels{_val_note(groups, panel)}" for n in budgets)
-        for key, title, better in METRICS:
-            lines += [f"### {panel}: {title} ({better})", "", f"| method | {header} |", "|---|" + "---|" * len(budgets)]
-            for m in methods:
-                cells = []
-                for n in budgets:
-                    group = groups.get((panel, m, n), [])
-                    mu, sd = mean_std([r.get(key) for r in group])
-                    cells.append(f"{mu:.3f} ± {sd:.3f} (n={len(group)})" if group else "–")
-                lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-            lines.append("")
-        lines += [f"### {panel}: optimizer steps, pre-training + fine-tuning (mean over seeds)", "", f"| method | {header} |",
-                  "|---|" + "---|" * len(budgets)]
-        for m in methods:
-            cells = []
-            for n in budgets:
-                group = [r for r in groups.get((panel, m, n), []) if r.get("steps") is not None]
-                cells.append(f"{statistics.fmean(r.get('pretrain_steps') or 0 for r in group):.0f} + "
-                             f"{statistics.fmean(r['steps'] for r in group):.0f}" if group else "–")
-            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-        lines.append("")
-    not_run = sorted({(r["dataset"], r["method"], r["status"]) for r in rows if r.get("status") != "ok"})
-    if not_run:
-        lines += ["### Not run", ""] + [f"- {d} / {LABELS.get(m, m)}: {s}" for d, m, s in not_run] + [""]
-    return "\n".join(lines)
-
-
 def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teacher_rows: Sequence[dict[str, Any]] = ()) -> Path:
     """Figure 3: test Dice against the number of labels (log axis), one panel per dataset, the mean over seeds per
     method with its 95% confidence interval as an error bar (none with a single seed); methods are spread a little
     around each budget so that their bars stay apart."""
-    groups = _group(rows)
+    groups = group_cells(rows)
     panels = sorted({p for p, _, _ in groups})
     if not panels:
         raise ValueError("no finished result rows to plot")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    colors = dict(zip(METHODS, plt.get_cmap("tab10").colors))
+    colors, students = dict(zip(METHODS, plt.get_cmap("tab10").colors)), panel_students(rows)
     for ax, panel in zip(axes[0], panels):
         present = [m for m in METHODS if any(p == panel and mm == m for p, mm, _ in groups)]
         for k, m in enumerate(present):
@@ -129,10 +65,10 @@ def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teache
             stats = np.array([mean_ci([r["dice"] for r in groups[(panel, m, n)]]) for n in budgets])
             xs = [n * 1.05 ** (k - (len(present) - 1) / 2) for n in budgets]
             style = {"ls": "--"} if m == "unet_scratch" else {}
-            ax.plot(xs, stats[:, 0], marker="o", color=colors[m], label=LABELS.get(m, m), lw=2 if m == "ts_kd" else 1.3, **style)
+            ax.plot(xs, stats[:, 0], marker="o", color=colors[m], label=method_label(m, students.get(panel, '')), lw=2 if m == "ts_kd" else 1.3, **style)
             errors = np.nan_to_num(np.abs(stats[:, 1:].T - stats[:, 0]))  # no bar where there is no interval
             ax.errorbar(xs, stats[:, 0], yerr=errors, fmt="none", ecolor=colors[m], capsize=3, lw=1.2)
-        teacher = sorted({(int(r["num_labeled"]), r["teacher_dice"]) for r in teacher_rows if _panel(r) == panel})
+        teacher = sorted({(int(r["num_labeled"]), r["teacher_dice"]) for r in teacher_rows if panel_name(r) == panel})
         if teacher:
             by_n = defaultdict(list)
             for n, d in teacher:
@@ -160,10 +96,10 @@ def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_image
     """Figure 4: for each dataset, ``num_images`` test images with ground truth and each method's mask (largest
     label budget, lowest seed). Returns ``None`` when no saved masks exist."""
     finished = [r for r in rows if r.get("status") == "ok" and r.get("masks_dir")]
-    panels = sorted({_panel(r) for r in finished})
+    panels, students = sorted({panel_name(r) for r in finished}), panel_students(rows)
     blocks = []  # (panel, item, [(title, mask path)])
     for panel in panels:
-        mine = [r for r in finished if _panel(r) == panel]
+        mine = [r for r in finished if panel_name(r) == panel]
         budget = max(int(r["num_labeled"]) for r in mine)
         chosen = {}
         for r in sorted(mine, key=lambda r: r["seed"]):
@@ -174,7 +110,7 @@ def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_image
         items = [it for it in sorted(items, key=_mask_name)
                  if all((Path(chosen[m]["masks_dir"]) / f"{_mask_name(it)}_mask.png").is_file() for m in methods)][:num_images]
         for it in items:
-            blocks.append((f"{panel}, {budget} labels", it, [(LABELS.get(m, m), Path(chosen[m]["masks_dir"]) / f"{_mask_name(it)}_mask.png")
+            blocks.append((f"{panel}, {budget} labels", it, [(method_label(m, students.get(panel, '')), Path(chosen[m]["masks_dir"]) / f"{_mask_name(it)}_mask.png")
                                                            for m in methods]))
     if not blocks:
         return None
@@ -200,58 +136,6 @@ def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_image
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
-
-
-def paired_markdown(rows: Sequence[dict[str, Any]], reference: str = "ts_kd") -> str:
-    """Tables of ``reference`` minus each other method, paired by seed: mean difference [95% CI] and verdict."""
-    lines = []
-    for key, title, better in METRICS:
-        diffs = paired_differences(rows, reference, key)
-        if not diffs:
-            continue
-        lines += [f"### {LABELS.get(reference, reference)} − other method: {title} ({better}), paired by seed", "",
-                  "| dataset | labels | method | pairs | mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|"]
-        for d in diffs:
-            ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["pairs"] > 1 else "[n/a]"
-            panel = d["dataset"] + (f" [{d['variant']}]" if d.get("variant") else "")
-            lines.append(f"| {panel} | {d['num_labeled']} | {LABELS.get(d['method'], d['method'])} | {d['pairs']} | "
-                         f"{d['mean_diff']:+.3f} {ci} | {d['verdict']} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def per_class_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Test Dice per class (mean ± std over seeds) for datasets with more than one foreground class, read from each
-    cell's ``metrics.json`` (beside its ``masks_dir``); empty when every dataset has a single class."""
-    per_class: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
-    for r in rows:
-        metrics = Path(r.get("masks_dir") or "").parent / METRICS_FILE
-        if r.get("status") == "ok" and r.get("masks_dir") and metrics.is_file():
-            scores = json.loads(metrics.read_text())["metrics"]["mean_dice"].get("per_class", {})
-            if len(scores) > 1:
-                per_class[(_panel(r), int(r["num_labeled"]), r["method"])].append(scores)
-    lines = []
-    for panel, n in sorted({(p, n) for p, n, _ in per_class}):
-        methods = [m for m in METHODS if (panel, n, m) in per_class]
-        classes = list(per_class[(panel, n, methods[0])][0])
-        lines += [f"### {panel}, {n} labels: Dice per class", "", "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-        for m in methods:
-            cells = [mean_std([s.get(c) for s in per_class[(panel, n, m)]]) for c in classes]
-            lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(f"{mu:.3f} ± {sd:.3f}" for mu, sd in cells) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def empty_predictions_line(rows: Sequence[dict[str, Any]]) -> str:
-    """The count of test images with a ground-truth class the student did not predict at all, over every finished
-    cell, and per dataset / method / budget where there are any (summed over seeds)."""
-    counts: dict[tuple[str, str, int], int] = defaultdict(int)
-    for r in rows:
-        if r.get("status") == "ok":
-            counts[(_panel(r), LABELS.get(r["method"], r["method"]), int(r["num_labeled"]))] += int(r.get("empty_predictions") or 0)
-    where = ", ".join(f"{panel} {label} n{n}: {c}" for (panel, label, n), c in sorted(counts.items()) if c)
-    return (f"Empty predictions (a ground-truth class not predicted at all), over all cells: {sum(counts.values())}"
-            + (f" ({where})." if where else "."))
 
 
 def write_report(run_dir: str | Path, command: str = "") -> Path:
@@ -285,8 +169,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     first = next((r for r in rows if r.get("status") == "ok"), None)
     if first is not None:
         num_classes = read_dataset_info(first["dataset_dir"]).num_classes
-        # rows written before results named their student were made with the then default, ViT-Tiny + UNETR
-        students = sorted({r.get("student") or " + ".join(LEGACY_STUDENT.values()) for r in rows if r["method"] != "unet_scratch"})
+        students = sorted(set(panel_students(rows).values()))
         eff = efficiency_markdown(efficiency_rows(int(first["image_size"]), num_classes, SCALES[first["scale"]].sam_variant, students),
                                   stage_seconds(run_dir))
         (run_dir / "efficiency.md").write_text(eff)
