@@ -2,13 +2,14 @@
 
 import csv
 import json
+import math
 import re
 import shutil
 
 import pytest
 from PIL import Image
 
-from tskd_components.pipeline import Experiment, ExperimentSpec, stages
+from tskd_components.pipeline import SCALES, Experiment, ExperimentSpec, stages
 from tskd_components.pipeline.cli import main as tskd
 from tskd_components.pipeline.experiment import epochs_for
 
@@ -225,3 +226,22 @@ def test_a_changed_bundle_default_student_changes_the_stage_signatures(sample_da
     # the old student asked for by name once it is no longer the default: the bundle is told, the signature is the old one
     assert [s.overrides.get("decoder") for s in staged if s.task == "finetune"] == ["unetr"]
     assert [s.signature() for s in staged if s.task == "finetune"] == list(before.values())
+
+
+def test_distill_steps_fix_the_distillation_compute_whatever_the_transfer_set(sample_dataset, tmp_path, staged, monkeypatch):
+    from tskd_components.data.dataset import read_split
+
+    spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
+    Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
+    assert [s.overrides["max_epochs"] for s in staged if s.task == "ts_kd"] == [SCALES["tiny"].distill_epochs]  # default: epochs
+    num_real, big = len(read_split(sample_dataset)["train"]), tmp_path / "big_set"
+    big.mkdir()
+    for i in range(64):  # a transfer set of 64 images, batch 8: 8 steps per epoch
+        Image.new("L", (8, 8), i).save(big / f"img_{i:02d}.png")
+    epochs = {}
+    for name, folder in (("real", sample_dataset), ("big", big)):
+        staged.clear()
+        monkeypatch.setattr(Experiment, "transfer_dir", lambda self, dataset, folder=folder: folder)
+        Experiment(ExperimentSpec(**spec, distill_steps=48, variant=name)).finetune(sample_dataset, "ts_kd", 4, 0)
+        epochs[name] = next(s.overrides["max_epochs"] for s in staged if s.task == "ts_kd")
+    assert epochs == {"real": round(48 / math.ceil(num_real / 8)), "big": 6}  # ~48 steps on either set

@@ -166,6 +166,12 @@ class TrainingSummary:
                                                  "max_epochs": engine.state.max_epochs,
                                                  "stopped_early": engine.state.epoch < engine.state.max_epochs})
 
+    @classmethod
+    def read_steps(cls, output_dir: str | Path) -> int | None:
+        """Optimizer steps a training run took (``None`` for runs that predate the summary)."""
+        summary = Path(output_dir) / cls.FILE
+        return json.loads(summary.read_text())["steps"] if summary.is_file() else None
+
 
 class RunRecorder:
     """Write ``config.resolved.json`` and ``versions.json`` into ``output_dir`` when the run starts."""

@@ -58,6 +58,8 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--student", default="", help="registered student for the ViT student stages (default: the bundles', vit_tiny)")
     parser.add_argument("--decoder", default="", help="decoder of the student (default: the bundles', light); name a --variant with it")
     parser.add_argument("--image-size", type=int, default=0, help="student and teacher input size (0: the scale's); use a --run-dir of its own")
+    parser.add_argument("--distill-steps", type=int, default=0, help="distillation steps whatever the transfer set's size (0: the scale's "
+                        "epochs, so a larger set gets more steps); fixes the compute of a transfer-size study")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes of every stage (GPU runs; 0: none)")
     parser.add_argument("--verbose", action="store_true", help="stream every stage's output here (default: into <stage>/stage.log)")
@@ -77,7 +79,7 @@ def _spec_options(args: argparse.Namespace) -> dict:
     """The ExperimentSpec settings that :func:`_common_args` defines."""
     return dict(run_dir=Path(args.run_dir), scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
                 synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder,
-                num_workers=args.num_workers, image_size=args.image_size or None)
+                num_workers=args.num_workers, image_size=args.image_size or None, distill_steps=args.distill_steps)
 
 
 ERROR_LOG = "tskd_error.log"

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import read_split, validate_dataset
+from ..data.dataset import load_transfer_set, read_split, validate_dataset
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
 from .console import progress
-from .stages import Stage, pin_bundle_configs, student_choice, student_overrides
+from .stages import Stage, configs_dir, pin_bundle_configs, student_choice, student_overrides
 
 from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary
@@ -58,6 +58,7 @@ class ExperimentSpec:
     student_name: str = ""  # a registered student and a decoder for every ViT student stage (default: the bundles')
     decoder: str = ""
     num_workers: int = 0  # data-loader workers of every stage (0: load in the training process, the bundles' default)
+    distill_steps: int = 0  # 0: the scale's distill_epochs (a larger transfer set gets more steps); N: ~N steps at any size
 
     def __post_init__(self) -> None:
         if unknown := sorted(set(self.methods) - set(METHODS)):
@@ -194,8 +195,10 @@ class Experiment:
         transfer = self.transfer_dir(dataset)
         cache, run = folder / "cache", folder / "run"
         weights = run / PRETRAINED_FILE
+        batch = json.loads((configs_dir("tskd_distill") / "train.json").read_text())["batch_size"]
+        epochs = epochs_for(self.spec.distill_steps, len(load_transfer_set(transfer)), batch) if self.spec.distill_steps else self.p.distill_epochs
         overrides = {**self._common(dataset), **self._sam(), **self._student(), "seed": seed, "cache_dir": str(cache), "transfer_dir": str(transfer),
-                     "teacher_weights": str(teacher or ""), "max_epochs": self.p.distill_epochs, "output_dir": str(run),
+                     "teacher_weights": str(teacher or ""), "max_epochs": epochs, "output_dir": str(run),
                      "export_path": str(weights)}
         frozen = [Path(self.spec.sam_checkpoint)] if self.spec.sam_checkpoint else []  # TA-KD's teacher: the checkpoint itself
         teacher_input = [teacher] if teacher is not None else frozen
@@ -262,7 +265,7 @@ class Experiment:
         row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
                     "empty_predictions": m.get("empty_predictions", {}).get("total"),
                     "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,
-                    "steps": read_steps(folder / "run"), "pretrain_steps": read_steps(Path(weights).parent) if weights else 0,
+                    "steps": TrainingSummary.read_steps(folder / "run"), "pretrain_steps": TrainingSummary.read_steps(Path(weights).parent) if weights else 0,
                     "labeled_ids": str(folder / "run" / "labeled_ids.json"), "masks_dir": str(metrics.parent / "overlays")})
         write_json(folder / RESULT_FILE, row)
         return row
@@ -285,12 +288,6 @@ class Experiment:
             result = f"test Dice {row['dice']:.3f}" if row.get("status") == "ok" else row.get("status", "")
             print(progress(i, len(cells), f"{dataset.name} {method} n{num_labeled} s{seed}: {result}"), flush=True)
         return rows
-
-
-def read_steps(run_folder: Path) -> int | None:
-    """Optimizer steps a training run took (its ``training_summary.json``; ``None`` for runs that predate it)."""
-    summary = Path(run_folder) / TrainingSummary.FILE
-    return json.loads(summary.read_text())["steps"] if summary.is_file() else None
 
 
 def collect_results(run_dir: str | Path) -> list[dict[str, Any]]:
