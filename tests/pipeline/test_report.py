@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tskd_components.pipeline.efficiency import stage_seconds
-from tskd_components.pipeline.report import plot_dice_vs_labels, write_csv
+from tskd_components.pipeline.report import plot_dice_vs_labels, plot_transfer_size, write_csv
 
 
 def rows():
@@ -38,3 +38,16 @@ def test_stage_seconds_group_by_kind(tmp_path):
         (tmp_path / str(i) / "stage.json").write_text(json.dumps({"kind": kind, "seconds": s, **({"cpu_seconds": cpu} if cpu else {})}))
     assert stage_seconds(tmp_path) == [{"stage": "fine-tune ts_kd", "runs": 1, "mean_s": 5.0, "total_s": 5.0, "cpu_runs": 1, "cpu_mean_s": 4.0},
                                        {"stage": "teacher", "runs": 2, "mean_s": 15.0, "total_s": 30.0, "cpu_runs": 1, "cpu_mean_s": 9.0}]
+
+
+def test_transfer_size_figure_only_for_a_study(tmp_path):
+    assert plot_transfer_size(rows(), tmp_path / "none.png") is None  # no transfer-set sizes: not a study
+    study = []
+    for variant, size, gain in (("real_only", 140, 0.0), ("synthetic_00280", 280, 0.01), ("synthetic_00700", 700, 0.03)):
+        for seed in range(3):
+            study.append({"dataset": "hc18", "variant": variant, "method": "ts_kd", "num_labeled": 10, "seed": seed, "status": "ok",
+                          "dice": 0.8 + 0.01 * seed + gain, "transfer_images": size})
+    png = plot_transfer_size(study, tmp_path / "t.png")
+    with Image.open(png) as im:
+        assert im.size[0] > 300 and im.size[1] > 500  # two rows: Dice, and the paired difference from real-only
+    assert plot_transfer_size([r for r in study if r["variant"] == "real_only"], tmp_path / "one.png") is None

@@ -239,7 +239,8 @@ class Experiment:
         folder = self._ds_root(dataset) / "finetune" / f"{method}_n{num_labeled}_s{seed}"
         student = "BasicUNet" if method == "unet_scratch" else " + ".join(student_choice(self.spec.student_name, self.spec.decoder).values())
         row: dict[str, Any] = {"dataset": Path(dataset).name, "dataset_dir": str(Path(dataset).resolve()), "variant": self.spec.variant, "method": method, "num_labeled": num_labeled,
-                               "seed": seed, "scale": self.spec.scale, "image_size": self.p.image_size, "student": student}
+                               "seed": seed, "scale": self.spec.scale, "image_size": self.p.image_size, "student": student,
+                               "transfer_images": max(self.spec.transfer_size, len(read_split(dataset)["train"]))}
         if method == "mae_imagenet" and not self.spec.mae_imagenet_weights:
             row["status"] = "not run: no ImageNet MAE ViT-Tiny weights given (--mae-imagenet-weights); none can be downloaded here"
             write_json(folder / RESULT_FILE, row)

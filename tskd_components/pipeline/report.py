@@ -24,11 +24,11 @@ from .scales import SCALES  # noqa: E402
 from .statistics import mean_ci  # noqa: E402
 from .tables import (empty_predictions_line, group_cells, method_label, panel_name, panel_students, paired_markdown,  # noqa: E402
                      per_class_markdown, summary_markdown)
-from .variants import variants_markdown  # noqa: E402
+from .variants import variant_differences, variants_markdown  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
                "steps", "train_seconds", "teacher",
-               "teacher_dice", "scale", "image_size", "initial_weights", "labeled_ids")
+               "teacher_dice", "scale", "image_size", "transfer_images", "initial_weights", "labeled_ids")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -43,7 +43,7 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Result rows of a ``results.csv`` (numbers parsed), e.g. of an experiment whose run folder is gone."""
     rows = list(csv.DictReader(open(path)))
     for r in rows:
-        for key in ("dice", "hd95", "nsd", "steps", "pretrain_steps"):
+        for key in ("dice", "hd95", "nsd", "steps", "pretrain_steps", "transfer_images"):
             r[key] = float(r[key]) if r.get(key) not in (None, "") else None
     return rows
 
@@ -84,6 +84,50 @@ def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teache
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data, never over it
     fig.tight_layout()
     fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_transfer_size(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
+    """The transfer-size study: per dataset (columns) and method, test Dice against the transfer set's size (mean,
+    95% CI over seeds; top) and each size's paired difference from the reference variant, real images only (bottom).
+    ``None`` unless the rows hold one dataset's cells at two or more transfer-set sizes."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("transfer_images")]
+    sizes = defaultdict(set)
+    for r in ok:
+        sizes[r["dataset"]].add(int(r["transfer_images"]))
+    datasets = sorted(d for d, s in sizes.items() if len(s) > 1)
+    if not datasets:
+        return None
+    size_of = {(r["dataset"], r.get("variant", "")): int(r["transfer_images"]) for r in ok}
+    diffs = variant_differences(ok)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.4 * len(datasets), 6.0), squeeze=False, sharex="col")
+    for col, dataset in enumerate(datasets):
+        top, bottom = axes[0][col], axes[1][col]
+        for method in [m for m in METHODS if any(r["method"] == m and r["dataset"] == dataset for r in ok)]:
+            by_size = defaultdict(list)
+            for r in ok:
+                if r["dataset"] == dataset and r["method"] == method:
+                    by_size[int(r["transfer_images"])].append(r["dice"])
+            xs = sorted(by_size)
+            stats = np.array([mean_ci(by_size[x]) for x in xs])
+            top.errorbar(xs, stats[:, 0], yerr=np.nan_to_num(np.abs(stats[:, 1:].T - stats[:, 0])), marker="o", capsize=3,
+                         label=method_label(method, panel_students(ok).get(dataset, "")))
+            mine = sorted(((size_of[(dataset, d["variant"])], d) for d in diffs if d["dataset"] == dataset and d["method"] == method),
+                          key=lambda x: x[0])
+            if mine:
+                xs_d = [x for x, _ in mine]
+                means = np.array([d["mean_diff"] for _, d in mine])
+                errors = np.nan_to_num(np.abs(np.array([[d["ci_low"], d["ci_high"]] for _, d in mine]).T - means))
+                bottom.errorbar(xs_d, means, yerr=errors, marker="o", capsize=3)
+        top.set_title(dataset)
+        top.set_ylabel("test Dice (mean, 95% CI)")
+        top.legend(fontsize=7)
+        bottom.axhline(0.0, color="k", lw=0.8, ls=":")
+        bottom.set_ylabel("Dice − real images only (paired, 95% CI)")
+        bottom.set_xlabel("transfer-set images (real + synthetic)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
 
@@ -149,6 +193,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     teacher_rows = [r for r in rows if r.get("teacher_dice") is not None]
     figure3 = plot_dice_vs_labels(rows, run_dir / "dice_vs_labels.png", teacher_rows)
     figure4 = plot_qualitative(rows, run_dir / "qualitative.png")
+    figure5 = plot_transfer_size(rows, run_dir / "transfer_size.png")
     summary = summary_markdown(rows)
     teachers = sorted({r["teacher"] for r in rows if r.get("teacher")})
     lines = [f"# TSKD experiment report: {run_dir.name}", ""]
@@ -166,6 +211,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     lines += ["## Variants against the reference variant (95% CI over seeds)", "", variants] if variants else []
     lines += [f"![Dice vs labels]({figure3.name})", ""]
     lines += [f"![Qualitative]({figure4.name})", ""] if figure4 else []
+    lines += [f"![Transfer-set size]({figure5.name})", ""] if figure5 else []
     first = next((r for r in rows if r.get("status") == "ok"), None)
     if first is not None:
         num_classes = read_dataset_info(first["dataset_dir"]).num_classes
@@ -177,5 +223,5 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     print(summary)
-    print(f"report: {report}\nfigures: {figure3}" + (f", {figure4}" if figure4 else ""))
+    print(f"report: {report}\nfigures: " + ", ".join(str(f) for f in (figure3, figure4, figure5) if f))
     return report
