@@ -39,11 +39,21 @@ def test_training_writes_checkpoints_and_run_record(trained):
     assert sorted(p.name for p in (trained / "models").iterdir()) == ["checkpoint_epoch=2.pt", "model.pt", "model.pt.best.json", "resume_signature.json"]
     config = json.loads((run_dir / "config.resolved.json").read_text())
     assert config["num_labeled"] == 6 and config["image_size"] == 64 and config["dataset_dir"] == str(SAMPLE)
+    assert config["network"] == "tskd_components.networks.student.ViTSegmenter"
     assert "monai" in json.loads((run_dir / "versions.json").read_text())
     assert len(json.loads((run_dir / "labeled_ids.json").read_text())["ids"]) == 6
     rows = list(csv.DictReader((run_dir / "training_log.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"] and rows[-1]["val_mean_dice"]
     assert (run_dir / "training_curves.png").is_file()
+
+
+def test_a_network_def_override_is_named_in_the_run_record(tmp_path):
+    unet = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels", "out_channels": "@num_classes",
+            "features": [4, 4, 8, 8, 8, 4]}  # the experiment's UNet reference, test-sized
+    run(config_file=str(CONFIGS / "train.json"), meta_file=str(CONFIGS / "metadata.json"), logging_file=str(CONFIGS / "logging.conf"),
+        bundle_root=str(tmp_path), dataset_dir=str(SAMPLE), num_labeled=6, max_epochs=1, image_size=64, batch_size=4, network_def=unet)
+    config = json.loads(next((tmp_path / "runs").glob("*/config.resolved.json")).read_text())
+    assert config["network"] == "monai.networks.nets.basic_unet.BasicUNet"
 
 
 def test_training_resumes_from_the_last_checkpoint(trained, tmp_path):

@@ -49,7 +49,8 @@ def training_handlers(
     state = dict(checkpoint) | ({"lr_scheduler": lr_scheduler} if lr_scheduler is not None else {})
     handlers: list = [
         ResumeFromCheckpoint(ckpt_dir=ckpt_dir, load_dict=state, enabled=resume, signature=run_params),
-        RunRecorder(output_dir=output_dir, config=run_params),
+        # the network's class beside the settings: a run whose network_def overrides the student (the UNet reference) says so
+        RunRecorder(output_dir=output_dir, config={"network": f"{type(state['model']).__module__}.{type(state['model']).__qualname__}", **run_params}),
     ]
     if lr_scheduler is not None:
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, epoch_level=False, print_lr=False))
