@@ -111,7 +111,7 @@ def paired_markdown(rows: Sequence[dict[str, Any]], reference: str = "ts_kd") ->
                   "| dataset | labels | method | pairs | mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|"]
         for d in diffs:
             ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["pairs"] > 1 else "[n/a]"
-            panel = d["dataset"] + (f" [{d['variant']}]" if d.get("variant") else "")
+            panel = panel_name(d)
             lines.append(f"| {panel} | {d['num_labeled']} | {method_label(d['method'], students.get(panel, ''))} | {d['pairs']} | "
                          f"{d['mean_diff']:+.3f} {ci} | {d['verdict']} |")
         lines.append("")
