@@ -100,7 +100,7 @@ def plot_transfer_size(rows: Sequence[dict[str, Any]], path: str | Path) -> Path
     if not datasets:
         return None
     size_of = {(r["dataset"], r.get("variant", "")): int(r["transfer_images"]) for r in ok}
-    diffs = variant_differences(ok)
+    diffs, students = variant_differences(ok), panel_students(ok)
     fig, axes = plt.subplots(2, len(datasets), figsize=(4.4 * len(datasets), 6.0), squeeze=False, sharex="col")
     for col, dataset in enumerate(datasets):
         top, bottom = axes[0][col], axes[1][col]
@@ -112,7 +112,7 @@ def plot_transfer_size(rows: Sequence[dict[str, Any]], path: str | Path) -> Path
             xs = sorted(by_size)
             stats = np.array([mean_ci(by_size[x]) for x in xs])
             top.errorbar(xs, stats[:, 0], yerr=np.nan_to_num(np.abs(stats[:, 1:].T - stats[:, 0])), marker="o", capsize=3,
-                         label=method_label(method, panel_students(ok).get(dataset, "")))
+                         label=method_label(method, students.get(dataset, "")))
             mine = sorted(((size_of[(dataset, d["variant"])], d) for d in diffs if d["dataset"] == dataset and d["method"] == method),
                           key=lambda x: x[0])
             if mine:

@@ -14,6 +14,7 @@ from ..engines.metrics import METRICS_FILE
 from .experiment import METHODS
 from .stages import LEGACY_STUDENT
 from .statistics import paired_differences
+from .variants import format_ci
 
 METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
 LABELS = {"scratch": "ViT-Tiny scratch", "scratch_matched": "ViT-Tiny scratch, matched steps", "unet_scratch": "UNet scratch (reference)", "mae_imagenet": "MAE (ImageNet)",
@@ -110,10 +111,9 @@ def paired_markdown(rows: Sequence[dict[str, Any]], reference: str = "ts_kd") ->
         lines += [f"### {LABELS.get(reference, reference)} − other method: {title} ({better}), paired by seed", "",
                   "| dataset | labels | method | pairs | mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|"]
         for d in diffs:
-            ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["pairs"] > 1 else "[n/a]"
             panel = panel_name(d)
             lines.append(f"| {panel} | {d['num_labeled']} | {method_label(d['method'], students.get(panel, ''))} | {d['pairs']} | "
-                         f"{d['mean_diff']:+.3f} {ci} | {d['verdict']} |")
+                         f"{d['mean_diff']:+.3f} {format_ci(d)} | {d['verdict']} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -52,7 +52,8 @@ def unet_gaps(rows: Sequence[dict[str, Any]], metric: str = "dice") -> list[dict
     return [_flipped(d, metric) for d in paired_differences(arms, "unet", metric, group_keys=("dataset", "num_labeled"), by="arm")]
 
 
-def _ci(d: dict[str, Any]) -> str:
+def format_ci(d: dict[str, Any]) -> str:
+    """A paired difference's 95% CI as text ("[n/a]" from a single pair)."""
     return f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["pairs"] > 1 else "[n/a]"
 
 
@@ -70,12 +71,12 @@ def variants_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[st
                   "| dataset | method | labels | variant | pairs | mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|---|"]
         for d in diffs:
             lines.append(f"| {d['dataset']} | {d['method']} | {d['num_labeled']} | {d['variant'] or 'default'} | {d['pairs']} | "
-                         f"{d['mean_diff']:+.3f} {_ci(d)} | {d['verdict']} |")
+                         f"{d['mean_diff']:+.3f} {format_ci(d)} | {d['verdict']} |")
         lines.append("")
     gaps = unet_gaps(rows)
     if gaps:
         lines += ["### Student − UNet reference: Dice, paired by seed", "", "| dataset | labels | variant and method | pairs | "
                   "mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|"]
-        lines += [f"| {d['dataset']} | {d['num_labeled']} | {d['arm']} | {d['pairs']} | {d['mean_diff']:+.3f} {_ci(d)} | {d['verdict']} |"
+        lines += [f"| {d['dataset']} | {d['num_labeled']} | {d['arm']} | {d['pairs']} | {d['mean_diff']:+.3f} {format_ci(d)} | {d['verdict']} |"
                   for d in gaps] + [""]
     return "\n".join(lines)
