@@ -18,9 +18,12 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 def test_paired_table_gives_the_difference_its_ci_and_a_verdict():
     text = paired_markdown(rows())
-    # TS-KD is 0.1 above scratch at every seed: CI [0.1, 0.1]; HD95 is the same for both: no difference shown
-    assert "| hc18 | 10 | ViT-Tiny scratch | 3 | +0.100 [+0.100, +0.100] | better |" in text
+    # TS-KD is 0.1 above scratch at every seed: CI [0.1, 0.1]; HD95 is the same for both: no difference shown.
+    # Scratch trains fewer steps than TS-KD, so the CI is stated without "better"; at matched steps it is "better"
+    assert "| hc18 | 10 | ViT-Tiny scratch | 3 | +0.100 [+0.100, +0.100] | CI excludes 0; compute not matched (fewer steps) |" in text
     assert "| hc18 | 40 | ViT-Tiny scratch | 3 | +0.000 [+0.000, +0.000] | no difference shown |" in text
+    matched = paired_markdown([{**r, "method": "scratch_matched"} if r["method"] == "scratch" else r for r in rows()])
+    assert "| hc18 | 10 | ViT-Tiny scratch, matched steps | 3 | +0.100 [+0.100, +0.100] | better |" in matched
     assert "MAE (ImageNet)" not in text  # not-run cells are not compared
 
 

@@ -50,4 +50,6 @@ def test_every_variant_against_the_plain_runs_unet():
     assert gaps["default ts_kd"]["mean_diff"] == pytest.approx((-0.10 - 0.06 - 0.04) / 3) and gaps["default ts_kd"]["verdict"] == "no difference shown"
     assert gaps["light ts_kd"]["mean_diff"] == pytest.approx((-0.05 - 0.01 + 0.01) / 3) and gaps["light ts_kd"]["pairs"] == 3
     assert "| hc18 | 20 | light ts_kd | 3 | -0.017 [" in variants_markdown(data)
+    behind = [{**r, "dice": r["dice"] - 0.2} if r["method"] == "ts_kd" else r for r in data]  # CI excludes 0, compute unmatched
+    assert "| hc18 | 20 | default ts_kd | 3 | -0.267 [-0.343, -0.191] | CI excludes 0; compute not matched (UNet: another network, its own steps) |" in variants_markdown(behind)
     assert unet_gaps(rows(lambda s: 0.05)) == []  # no UNet cells

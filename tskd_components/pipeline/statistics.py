@@ -39,6 +39,11 @@ def verdict(low: float, high: float, direction: int) -> str:
     return "no difference shown"
 
 
+def unmatched_verdict(verdict_text: str, reason: str) -> str:
+    """The verdict of a comparison at unmatched compute: the CI is reported, "better" / "worse" is not said."""
+    return f"CI excludes 0; compute not matched ({reason})" if verdict_text in ("better", "worse") else verdict_text
+
+
 def paired_differences(rows: Iterable[dict[str, Any]], reference: str = "ts_kd", metric: str = "dice",
                        group_keys: Sequence[str] = ("dataset", "variant", "num_labeled"), by: str = "method") -> list[dict[str, Any]]:
     """``reference`` minus every other level of ``by`` (a method, or with ``by="variant"`` and ``method`` among the
