@@ -22,7 +22,8 @@ LABELS = {"scratch": "ViT-Tiny scratch", "scratch_matched": "ViT-Tiny scratch, m
 
 
 # methods whose training compute is not matched with TS-KD's (why): their paired CIs are given, "better" is not said
-NOT_MATCHED = {"scratch": "fewer steps", "unet_scratch": "another network, its own steps", "mae_imagenet": "pre-trained elsewhere"}
+NOT_MATCHED = {"scratch": "fewer steps", "unet_scratch": "another network, its own steps", "mae_imagenet": "pre-trained elsewhere",
+               "mocov3": "half the pre-training steps, two views each"}
 ENCODER_NAMES = {"vit_tiny": "ViT-Tiny", "tiny_vit_5m": "TinyViT-5M"}
 
 
