@@ -39,6 +39,11 @@ def verdict(low: float, high: float, direction: int) -> str:
     return "no difference shown"
 
 
+# methods whose training compute is not matched with TS-KD's (why): their paired CIs are given, "better" is not said
+NOT_MATCHED = {"scratch": "fewer steps", "unet_scratch": "another network, its own steps", "mae_imagenet": "pre-trained elsewhere",
+               "mocov3": "half the pre-training steps, two views each"}
+
+
 def unmatched_verdict(verdict_text: str, reason: str) -> str:
     """The verdict of a comparison at unmatched compute: the CI is reported, "better" / "worse" is not said."""
     return f"CI excludes 0; compute not matched ({reason})" if verdict_text in ("better", "worse") else verdict_text

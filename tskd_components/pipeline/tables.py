@@ -13,7 +13,7 @@ from ..data.dataset import read_split
 from ..engines.metrics import METRICS_FILE
 from .experiment import METHODS
 from .stages import LEGACY_STUDENT
-from .statistics import paired_differences, unmatched_verdict
+from .statistics import NOT_MATCHED, paired_differences, unmatched_verdict
 from .variants import format_ci
 
 METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
@@ -21,9 +21,6 @@ LABELS = {"scratch": "ViT-Tiny scratch", "scratch_matched": "ViT-Tiny scratch, m
           "mae": "MAE (transfer set)", "mocov3": "MoCo v3", "ta_kd": "TA-KD", "ts_kd": "TS-KD"}
 
 
-# methods whose training compute is not matched with TS-KD's (why): their paired CIs are given, "better" is not said
-NOT_MATCHED = {"scratch": "fewer steps", "unet_scratch": "another network, its own steps", "mae_imagenet": "pre-trained elsewhere",
-               "mocov3": "half the pre-training steps, two views each"}
 ENCODER_NAMES = {"vit_tiny": "ViT-Tiny", "tiny_vit_5m": "TinyViT-5M"}
 
 

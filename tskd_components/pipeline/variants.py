@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .statistics import DIRECTION, paired_differences, unmatched_verdict, verdict
+from .statistics import DIRECTION, NOT_MATCHED, paired_differences, unmatched_verdict, verdict
 
 REFERENCE_VARIANTS = ("", "real_only")  # the plain run, else the study's real-images-only arm
 
@@ -78,5 +78,5 @@ def variants_markdown(rows: Sequence[dict[str, Any]], metrics: Sequence[tuple[st
         lines += ["### Student − UNet reference: Dice, paired by seed", "", "| dataset | labels | variant and method | pairs | "
                   "mean difference [95% CI] | verdict |", "|---|---|---|---|---|---|"]
         lines += [f"| {d['dataset']} | {d['num_labeled']} | {d['arm']} | {d['pairs']} | {d['mean_diff']:+.3f} {format_ci(d)} | "
-                  f"{unmatched_verdict(d['verdict'], 'UNet: another network, its own steps')} |" for d in gaps] + [""]
+                  f"{unmatched_verdict(d['verdict'], 'UNet: ' + NOT_MATCHED[UNET])} |" for d in gaps] + [""]
     return "\n".join(lines)
