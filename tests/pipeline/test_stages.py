@@ -66,6 +66,30 @@ def test_stage_without_its_outputs_fails_loudly(tmp_path, monkeypatch):
     assert not (tmp_path / "s" / "stage.json").exists()
 
 
+def test_a_finished_stage_drops_its_resume_checkpoints_and_keeps_its_outputs(tmp_path, monkeypatch):
+    """Resume checkpoints (~120 MB a MoCo v3 stage) only serve an interrupted stage; an interrupted one keeps them."""
+    runs = []
+
+    def bundle(name, configs, bundle_root, **overrides):
+        models = Path(bundle_root) / "run" / "models"
+        runs.append(sorted(p.name for p in models.iterdir()) if models.is_dir() else [])
+        models.mkdir(parents=True, exist_ok=True)
+        (models / "checkpoint_epoch=2.pt").write_bytes(b"state")
+        if len(runs) == 1:
+            raise KeyboardInterrupt  # the first run is interrupted after its first checkpoint
+        (models / "model.pt").write_bytes(b"best")
+
+    monkeypatch.setattr(stages, "run_bundle", bundle)
+    models = tmp_path / "s" / "run" / "models"
+    make = lambda: Stage("kind", "name", tmp_path / "s", "finetune", {"max_epochs": 2}, outputs=[models / "model.pt"])
+    with pytest.raises(KeyboardInterrupt):
+        make().run()
+    assert (models / "checkpoint_epoch=2.pt").is_file()
+    make().run()
+    assert runs[1] == ["checkpoint_epoch=2.pt"]  # the same settings resumed from it
+    assert sorted(p.name for p in models.iterdir()) == ["model.pt"] and (tmp_path / "s" / "stage.json").is_file()
+
+
 def _slow_bundle(name, configs, bundle_root, **overrides):
     import time as _time
 

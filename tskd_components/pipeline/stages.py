@@ -27,6 +27,9 @@ from ..utils.weights import file_digest
 
 STAGE_RECORD = "stage.json"
 STAGE_STARTED = "stage.started.json"  # the signature of a stage that began (and may have been interrupted)
+# the bundles' resume checkpoints (model, optimizer, trainer state): they only serve an interrupted stage, so a finished
+# stage drops them; its outputs are the exported weights and metrics (a changed stage is redone from scratch anyway)
+RESUME_CHECKPOINTS = "checkpoint_epoch=*.pt"
 
 # the config files of each kind of stage (later files overlay earlier ones): the one place the pipeline names them
 BUNDLE_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -240,5 +243,7 @@ class Stage:
                                                 "configs": list(self.configs), "overrides": dict(self.overrides),
                                                 "inputs": [str(p) for p in self.inputs], "versions": package_versions(),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        for checkpoint in self.folder.rglob(RESUME_CHECKPOINTS):
+            checkpoint.unlink()
         print(f"[done] {self.name} in {seconds} s{self.key_metric()}", flush=True)
         return seconds
