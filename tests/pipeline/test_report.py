@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from tskd_components.pipeline.efficiency import stage_seconds
-from tskd_components.pipeline.report import plot_dice_vs_labels, plot_transfer_size, write_csv
+from tskd_components.pipeline.report import merge_earlier, plot_dice_vs_labels, plot_transfer_size, write_csv
 
 
 def rows():
@@ -51,3 +51,20 @@ def test_transfer_size_figure_only_for_a_study(tmp_path):
     with Image.open(png) as im:
         assert im.size[0] > 300 and im.size[1] > 500  # two rows: Dice, and the paired difference from real-only
     assert plot_transfer_size([r for r in study if r["variant"] == "real_only"], tmp_path / "one.png") is None
+
+
+def test_earlier_results_fill_the_cells_a_run_folder_lacks(tmp_path):
+    teacher = "SAM standin [sha256 8c877fe2eb17], LoRA r4"
+    earlier = [{**r, "teacher": teacher if r["method"] == "ts_kd" else ""} for r in rows()]
+    write_csv(earlier, tmp_path / "earlier.csv")
+    here = [{**r, "dice": r["dice"] + 0.001} for r in earlier if r["seed"] == 2 and r["num_labeled"] == 40]  # re-run: seed 2
+    merged, line = merge_earlier(here, tmp_path / "earlier.csv")
+    assert len(merged) == len(earlier)
+    kept = [r for r in merged if r["seed"] == 2 and r["num_labeled"] == 40]
+    assert kept == here and all("source" not in r for r in kept)  # the run folder's cells win over the earlier ones
+    added = [r for r in merged if r.get("source")]
+    assert len(added) == len(earlier) - 2 and all(isinstance(r["seed"], int) and isinstance(r["dice"], float) for r in added if r["status"] == "ok")
+    assert line.startswith(f"{len(added)} cells from ") and "2 cells re-run" in line and "0.001" in line
+    other = [{**r, "teacher": "SAM standin [sha256 0123456789ab], LoRA r4"} for r in here]
+    with pytest.raises(ValueError, match="different teachers cannot be pooled"):
+        merge_earlier(other, tmp_path / "earlier.csv")

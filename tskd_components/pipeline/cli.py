@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
     rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
     rep.add_argument("--paired-from-csv", help="only print the paired-difference tables (95%% CIs) of a results.csv")
+    rep.add_argument("--earlier-results", help="a results.csv whose cells the run folder lacks are added (e.g. the committed one "
+                     "of an experiment whose run folder is gone); teachers must match")
     return parser
 
 
@@ -212,7 +214,7 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         if args.paired_from_csv:
             print(paired_markdown(read_csv(args.paired_from_csv)))
         else:
-            write_report(args.run_dir, command)
+            write_report(args.run_dir, command, args.earlier_results)
         return 0
     if args.command == "package":
         from ..deploy import package_stage

@@ -28,7 +28,7 @@ from .variants import variant_differences, variants_markdown  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
                "steps", "train_seconds", "teacher",
-               "teacher_dice", "scale", "image_size", "transfer_images", "initial_weights", "labeled_ids")
+               "teacher_dice", "scale", "image_size", "transfer_images", "initial_weights", "labeled_ids", "source")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -43,9 +43,38 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Result rows of a ``results.csv`` (numbers parsed), e.g. of an experiment whose run folder is gone."""
     rows = list(csv.DictReader(open(path)))
     for r in rows:
-        for key in ("dice", "hd95", "nsd", "steps", "pretrain_steps", "transfer_images"):
+        for key in ("dice", "hd95", "nsd", "steps", "pretrain_steps", "transfer_images", "teacher_dice", "train_seconds", "empty_predictions"):
             r[key] = float(r[key]) if r.get(key) not in (None, "") else None
+        r["num_labeled"], r["seed"] = int(r["num_labeled"]), int(r["seed"])
     return rows
+
+
+def _cell(r: dict[str, Any]) -> tuple:
+    return r["dataset"], r.get("variant") or "", r["method"], int(r["num_labeled"]), int(r["seed"])
+
+
+def merge_earlier(rows: Sequence[dict[str, Any]], earlier_csv: str | Path) -> tuple[list[dict[str, Any]], str]:
+    """``rows`` plus the cells of an earlier ``results.csv`` (e.g. the committed one of a run folder that is gone)
+    that ``rows`` lacks, marked with ``source``; and a line on the cells both hold (the run folder's are kept, and
+    how far their Dice is from the earlier one says whether the re-run reproduced it). Refuses to pool cells whose
+    teachers differ (another stand-in checkpoint, rank or label rule): their numbers are not comparable."""
+    earlier = read_csv(earlier_csv)
+    teachers = {(r["dataset"], r.get("variant") or "", r["method"]): r["teacher"] for r in rows if r.get("teacher")}
+    for r in earlier:
+        here = teachers.get((r["dataset"], r.get("variant") or "", r["method"]))
+        if r.get("teacher") and here and here != r["teacher"]:
+            raise ValueError(f"{earlier_csv}: {r['dataset']} {r['method']} used teacher '{r['teacher']}' but this run folder's is "
+                             f"'{here}'; results of different teachers cannot be pooled (re-run with the same --sam-checkpoint)")
+    mine = {_cell(r): r for r in rows}
+    both = [(mine[_cell(r)], r) for r in earlier if _cell(r) in mine and r.get("dice") is not None and mine[_cell(r)].get("dice") is not None]
+    added = [{**r, "source": str(earlier_csv)} for r in earlier if _cell(r) not in mine]
+    line = f"{len(added)} cells from {earlier_csv} (their run folder is gone: no masks, per-class scores or stage times)"
+    if both:
+        gap = max(abs(a["dice"] - b["dice"]) for a, b in both)
+        line += f"; {len(both)} cells re-run here and in it, largest |Dice difference| {gap:.2g} (this run folder's are used)"
+    order = {m: i for i, m in enumerate(METHODS)}
+    merged = sorted([*rows, *added], key=lambda r: (r["dataset"], r.get("variant") or "", order.get(r["method"], 99), int(r["num_labeled"]), int(r["seed"])))
+    return merged, line + "."
 
 
 def plot_dice_vs_labels(rows: Sequence[dict[str, Any]], path: str | Path, teacher_rows: Sequence[dict[str, Any]] = ()) -> Path:
@@ -182,13 +211,17 @@ def plot_qualitative(rows: Sequence[dict[str, Any]], path: str | Path, num_image
     return Path(path)
 
 
-def write_report(run_dir: str | Path, command: str = "") -> Path:
+def write_report(run_dir: str | Path, command: str = "", earlier_csv: str | Path | None = None) -> Path:
     """Write ``results.csv``, ``report.md``, ``dice_vs_labels.png`` (Figure 3), ``qualitative.png`` (Figure 4) and
-    ``efficiency.md`` into ``run_dir`` from every finished cell there; print the Dice table; return report.md."""
+    ``efficiency.md`` into ``run_dir`` from every finished cell there (and those of ``earlier_csv`` it lacks, see
+    :func:`merge_earlier`); print the Dice table; return report.md."""
     run_dir = Path(run_dir)
     rows = collect_results(run_dir)
     if not rows:
         raise FileNotFoundError(f"no result.json under {run_dir}; run `tskd experiment --run-dir {run_dir} ...` first")
+    local, merged_line = rows, ""
+    if earlier_csv:
+        rows, merged_line = merge_earlier(rows, earlier_csv)
     write_csv(rows, run_dir / "results.csv")
     teacher_rows = [r for r in rows if r.get("teacher_dice") is not None]
     figure3 = plot_dice_vs_labels(rows, run_dir / "dice_vs_labels.png", teacher_rows)
@@ -204,6 +237,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
               "prediction misses (or the reverse) scores the image diagonal as HD95; `empty_predictions` in results.csv "
               "counts the missed ones. `train_seconds` = fine-tuning + test evaluation wall time.", ""]
     lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
+    lines += [f"Earlier results: {merged_line}", ""] if merged_line else []
     lines += [summary, per_class_markdown(rows), empty_predictions_line(rows), ""]
     paired = paired_markdown(rows)
     lines += ["## Paired differences (95% CI over seeds; 'better' / 'worse' only where the CI excludes 0)", "", paired] if paired else []
@@ -212,7 +246,7 @@ def write_report(run_dir: str | Path, command: str = "") -> Path:
     lines += [f"![Dice vs labels]({figure3.name})", ""]
     lines += [f"![Qualitative]({figure4.name})", ""] if figure4 else []
     lines += [f"![Transfer-set size]({figure5.name})", ""] if figure5 else []
-    first = next((r for r in rows if r.get("status") == "ok"), None)
+    first = next((r for r in local if r.get("status") == "ok"), None)
     if first is not None:
         num_classes = read_dataset_info(first["dataset_dir"]).num_classes
         students = sorted(set(panel_students(rows).values()))
