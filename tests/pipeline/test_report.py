@@ -55,7 +55,7 @@ def test_transfer_size_figure_only_for_a_study(tmp_path):
 
 def test_earlier_results_fill_the_cells_a_run_folder_lacks(tmp_path):
     teacher = "SAM standin [sha256 8c877fe2eb17], LoRA r4"
-    earlier = [{**r, "teacher": teacher if r["method"] == "ts_kd" else ""} for r in rows()]
+    earlier = [{**r, "teacher": teacher if r["method"] == "ts_kd" else "", "dice_per_class": {"RV": 0.5, "LV": 0.6}} for r in rows()]
     write_csv(earlier, tmp_path / "earlier.csv")
     here = [{**r, "dice": r["dice"] + 0.001} for r in earlier if r["seed"] == 2 and r["num_labeled"] == 40]  # re-run: seed 2
     merged, line = merge_earlier(here, tmp_path / "earlier.csv")
@@ -64,6 +64,7 @@ def test_earlier_results_fill_the_cells_a_run_folder_lacks(tmp_path):
     assert kept == here and all("source" not in r for r in kept)  # the run folder's cells win over the earlier ones
     added = [r for r in merged if r.get("source")]
     assert len(added) == len(earlier) - 2 and all(isinstance(r["seed"], int) and isinstance(r["dice"], float) for r in added if r["status"] == "ok")
+    assert added[0]["dice_per_class"] == {"RV": 0.5, "LV": 0.6}  # written as JSON, read back as a dict
     assert line.startswith(f"{len(added)} cells from ") and "2 cells re-run" in line and "0.001" in line
     other = [{**r, "teacher": "SAM standin [sha256 0123456789ab], LoRA r4"} for r in here]
     with pytest.raises(ValueError, match="different teachers cannot be pooled"):

@@ -263,7 +263,7 @@ class Experiment:
         stage = self._stage(Stage(f"fine-tune {method}", f"fine-tune {Path(dataset).name} {method} n{num_labeled} s{seed}", folder, "finetune",
                                   overrides, inputs=[Path(dataset), *([Path(weights)] if weights else [])], outputs=[metrics], after="finetune_evaluation"))
         m = json.loads(metrics.read_text())["metrics"]
-        row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
+        row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "dice_per_class": m["mean_dice"].get("per_class"), "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
                     "empty_predictions": m.get("empty_predictions", {}).get("total"),
                     "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,
                     "steps": TrainingSummary.read_steps(folder / "run"), "pretrain_steps": TrainingSummary.read_steps(Path(weights).parent) if weights else 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -28,14 +29,14 @@ from .variants import variant_differences, variants_markdown  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
                "steps", "train_seconds", "teacher",
-               "teacher_dice", "scale", "image_size", "transfer_images", "initial_weights", "labeled_ids", "source")
+               "teacher_dice", "scale", "image_size", "transfer_images", "initial_weights", "labeled_ids", "dice_per_class", "source")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: json.dumps(v) if isinstance(v, dict) else v for k, v in r.items()} for r in rows)
     return Path(path)
 
 
@@ -46,6 +47,7 @@ def read_csv(path: str | Path) -> list[dict[str, Any]]:
         for key in ("dice", "hd95", "nsd", "steps", "pretrain_steps", "transfer_images", "teacher_dice", "train_seconds", "empty_predictions"):
             r[key] = float(r[key]) if r.get(key) not in (None, "") else None
         r["num_labeled"], r["seed"] = int(r["num_labeled"]), int(r["seed"])
+        r["dice_per_class"] = json.loads(r["dice_per_class"]) if r.get("dice_per_class") else None
     return rows
 
 
@@ -68,7 +70,7 @@ def merge_earlier(rows: Sequence[dict[str, Any]], earlier_csv: str | Path) -> tu
     mine = {_cell(r): r for r in rows}
     both = [(mine[_cell(r)], r) for r in earlier if _cell(r) in mine and r.get("dice") is not None and mine[_cell(r)].get("dice") is not None]
     added = [{**r, "source": str(earlier_csv)} for r in earlier if _cell(r) not in mine]
-    line = f"{len(added)} cells from {earlier_csv} (their run folder is gone: no masks, per-class scores or stage times)"
+    line = f"{len(added)} cells from {earlier_csv} (their run folder is gone: no masks or stage times)"
     if both:
         gap = max(abs(a["dice"] - b["dice"]) for a, b in both)
         line += f"; {len(both)} cells re-run here and in it, largest |Dice difference| {gap:.2g} (this run folder's are used)"

@@ -124,15 +124,17 @@ def paired_verdict(d: dict[str, Any]) -> str:
 
 
 def per_class_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Test Dice per class (mean ± std over seeds) for datasets with more than one foreground class, read from each
-    cell's ``metrics.json`` (beside its ``masks_dir``); empty when every dataset has a single class."""
+    """Test Dice per class (mean ± std over seeds) for datasets with more than one foreground class, from each row's
+    ``dice_per_class`` or else its cell's ``metrics.json`` (beside its ``masks_dir``); empty when every dataset has a
+    single class."""
     per_class: dict[tuple[str, int, str], list[dict[str, float]]] = defaultdict(list)
     for r in rows:
         metrics = Path(r.get("masks_dir") or "").parent / METRICS_FILE
-        if r.get("status") == "ok" and r.get("masks_dir") and metrics.is_file():
+        scores = r.get("dice_per_class") or {}
+        if not scores and r.get("masks_dir") and metrics.is_file():
             scores = json.loads(metrics.read_text())["metrics"]["mean_dice"].get("per_class", {})
-            if len(scores) > 1:
-                per_class[(panel_name(r), int(r["num_labeled"]), r["method"])].append(scores)
+        if r.get("status") == "ok" and len(scores) > 1:
+            per_class[(panel_name(r), int(r["num_labeled"]), r["method"])].append(scores)
     lines, students = [], panel_students(rows)
     for panel, n in sorted({(p, n) for p, n, _ in per_class}):
         methods = [m for m in METHODS if (panel, n, m) in per_class]
