@@ -54,18 +54,24 @@ def test_transfer_size_figure_only_for_a_study(tmp_path):
 
 
 def test_earlier_results_fill_the_cells_a_run_folder_lacks(tmp_path):
-    teacher = "SAM standin [sha256 8c877fe2eb17], LoRA r4"
-    earlier = [{**r, "teacher": teacher if r["method"] == "ts_kd" else "", "dice_per_class": {"RV": 0.5, "LV": 0.6}} for r in rows()]
+    old, new = "SAM standin [sha256 8c877fe2eb17]", "SAM standin [sha256 ef215f12a162]"
+    earlier = [{**r, "teacher": f"{old}, LoRA r4" if r["method"] == "ts_kd" else "", "dice_per_class": {"RV": 0.5, "LV": 0.6}} for r in rows()]
+    earlier.append({"dataset": "hc18", "method": "ta_kd", "num_labeled": 40, "seed": 2, "status": "ok", "dice": 0.7, "teacher": f"{old}, frozen"})
     write_csv(earlier, tmp_path / "earlier.csv")
-    here = [{**r, "dice": r["dice"] + 0.001} for r in earlier if r["seed"] == 2 and r["num_labeled"] == 40]  # re-run: seed 2
+    here = [{**r, "dice": r["dice"] + 0.001} for r in earlier if r["seed"] == 2 and r["num_labeled"] == 40 and r["method"] != "ta_kd"]  # re-run
     merged, line = merge_earlier(here, tmp_path / "earlier.csv")
     assert len(merged) == len(earlier)
-    kept = [r for r in merged if r["seed"] == 2 and r["num_labeled"] == 40]
+    kept = [r for r in merged if r["seed"] == 2 and r["num_labeled"] == 40 and r["method"] != "ta_kd"]
     assert kept == here and all("source" not in r for r in kept)  # the run folder's cells win over the earlier ones
     added = [r for r in merged if r.get("source")]
     assert len(added) == len(earlier) - 2 and all(isinstance(r["seed"], int) and isinstance(r["dice"], float) for r in added if r["status"] == "ok")
     assert added[0]["dice_per_class"] == {"RV": 0.5, "LV": 0.6}  # written as JSON, read back as a dict
     assert line.startswith(f"{len(added)} cells from ") and "2 cells re-run" in line and "0.001" in line
-    other = [{**r, "teacher": "SAM standin [sha256 0123456789ab], LoRA r4"} for r in here]
-    with pytest.raises(ValueError, match="different teachers cannot be pooled"):
-        merge_earlier(other, tmp_path / "earlier.csv")
+    # a seed moved whole to a re-trained stand-in pools; moved in part it would pair TS-KD of one with TA-KD of the other
+    moved = [{**r, "teacher": r["teacher"].replace(old, new)} for r in here]
+    with pytest.raises(ValueError, match="hc18 n40 seed 2 would pair cells of different teachers"):
+        merge_earlier(moved, tmp_path / "earlier.csv")
+    ta_kd = {**earlier[-1], "teacher": f"{new}, frozen"}
+    assert len(merge_earlier([*moved, ta_kd], tmp_path / "earlier.csv")[0]) == len(earlier)
+    with pytest.raises(ValueError, match="other settings"):  # another LoRA rank is another method
+        merge_earlier([{**r, "teacher": r["teacher"].replace("r4", "r16")} for r in here], tmp_path / "earlier.csv")

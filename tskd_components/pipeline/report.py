@@ -55,21 +55,38 @@ def _cell(r: dict[str, Any]) -> tuple:
     return r["dataset"], r.get("variant") or "", r["method"], int(r["num_labeled"]), int(r["seed"])
 
 
+def _foundation(teacher: str) -> str:
+    """The pre-trained weights part of a teacher description, e.g. ``SAM standin [... sha256 8c877fe2eb17]``."""
+    return teacher.split("]")[0] + "]" if "]" in teacher else teacher
+
+
 def merge_earlier(rows: Sequence[dict[str, Any]], earlier_csv: str | Path) -> tuple[list[dict[str, Any]], str]:
     """``rows`` plus the cells of an earlier ``results.csv`` (e.g. the committed one of a run folder that is gone)
     that ``rows`` lacks, marked with ``source``; and a line on the cells both hold (the run folder's are kept, and
-    how far their Dice is from the earlier one says whether the re-run reproduced it). Refuses to pool cells whose
-    teachers differ (another stand-in checkpoint, rank or label rule): their numbers are not comparable."""
+    how far their Dice is from the earlier one says whether the re-run reproduced it).
+
+    Paired differences compare the methods of one seed, so the cells of one dataset, budget and seed must share one
+    foundation model (a stand-in re-trained on another machine has another SHA-256: a seed may move to it whole,
+    not in part), and a method's teacher settings (rank, label rule) must match across the two sources."""
     earlier = read_csv(earlier_csv)
-    teachers = {(r["dataset"], r.get("variant") or "", r["method"]): r["teacher"] for r in rows if r.get("teacher")}
+    settings = {(r["dataset"], r.get("variant") or "", r["method"]): r["teacher"].split("]")[-1] for r in rows if r.get("teacher")}
     for r in earlier:
-        here = teachers.get((r["dataset"], r.get("variant") or "", r["method"]))
-        if r.get("teacher") and here and here != r["teacher"]:
-            raise ValueError(f"{earlier_csv}: {r['dataset']} {r['method']} used teacher '{r['teacher']}' but this run folder's is "
-                             f"'{here}'; results of different teachers cannot be pooled (re-run with the same --sam-checkpoint)")
+        here = settings.get((r["dataset"], r.get("variant") or "", r["method"]))
+        if r.get("teacher") and here is not None and here != r["teacher"].split("]")[-1]:
+            raise ValueError(f"{earlier_csv}: {r['dataset']} {r['method']} teacher '{r['teacher']}' has other settings than this run "
+                             f"folder's ('{here}'); results of different teachers cannot be pooled")
     mine = {_cell(r): r for r in rows}
     both = [(mine[_cell(r)], r) for r in earlier if _cell(r) in mine and r.get("dice") is not None and mine[_cell(r)].get("dice") is not None]
     added = [{**r, "source": str(earlier_csv)} for r in earlier if _cell(r) not in mine]
+    foundations = defaultdict(set)
+    for r in [*rows, *added]:
+        if r.get("teacher"):
+            foundations[_cell(r)[:2] + _cell(r)[3:]].add(_foundation(r["teacher"]))
+    for (dataset, variant, n, seed), found in foundations.items():
+        if len(found) > 1:
+            raise ValueError(f"{dataset}{' ' + variant if variant else ''} n{n} seed {seed} would pair cells of different teachers "
+                             f"({' and '.join(sorted(found))}); results of different teachers cannot be pooled: re-run that seed's "
+                             f"teacher methods with one --sam-checkpoint")
     line = f"{len(added)} cells from {earlier_csv} (their run folder is gone: no masks or stage times)"
     if both:
         gap = max(abs(a["dice"] - b["dice"]) for a, b in both)
