@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
     rep.add_argument("--paired-from-csv", help="only print the paired-difference tables (95%% CIs) of a results.csv")
     rep.add_argument("--earlier-results", help="a results.csv whose cells the run folder lacks are added (e.g. the committed one "
-                     "of an experiment whose run folder is gone); teachers must match")
+                     "of an experiment whose run folder is gone); one foundation model per dataset, budget and seed")
     return parser
 
 
