@@ -55,9 +55,11 @@ def _cell(r: dict[str, Any]) -> tuple:
     return r["dataset"], r.get("variant") or "", r["method"], int(r["num_labeled"]), int(r["seed"])
 
 
-def _foundation(teacher: str) -> str:
-    """The pre-trained weights part of a teacher description, e.g. ``SAM standin [... sha256 8c877fe2eb17]``."""
-    return teacher.split("]")[0] + "]" if "]" in teacher else teacher
+def _teacher_parts(teacher: str) -> tuple[str, str]:
+    """A teacher description split into its pre-trained weights (``SAM standin [... sha256 8c877fe2eb17]``) and its
+    settings (``, LoRA r4, encoder frozen, labels: budget`` or ``, frozen``)."""
+    weights, _, settings = teacher.rpartition("]")
+    return weights + "]", settings
 
 
 def merge_earlier(rows: Sequence[dict[str, Any]], earlier_csv: str | Path) -> tuple[list[dict[str, Any]], str]:
@@ -69,10 +71,10 @@ def merge_earlier(rows: Sequence[dict[str, Any]], earlier_csv: str | Path) -> tu
     foundation model (a stand-in re-trained on another machine has another SHA-256: a seed may move to it whole,
     not in part), and a method's teacher settings (rank, label rule) must match across the two sources."""
     earlier = read_csv(earlier_csv)
-    settings = {(r["dataset"], r.get("variant") or "", r["method"]): r["teacher"].split("]")[-1] for r in rows if r.get("teacher")}
+    settings = {(r["dataset"], r.get("variant") or "", r["method"]): _teacher_parts(r["teacher"])[1] for r in rows if r.get("teacher")}
     for r in earlier:
         here = settings.get((r["dataset"], r.get("variant") or "", r["method"]))
-        if r.get("teacher") and here is not None and here != r["teacher"].split("]")[-1]:
+        if r.get("teacher") and here is not None and here != _teacher_parts(r["teacher"])[1]:
             raise ValueError(f"{earlier_csv}: {r['dataset']} {r['method']} teacher '{r['teacher']}' has other settings than this run "
                              f"folder's ('{here}'); results of different teachers cannot be pooled")
     mine = {_cell(r): r for r in rows}
@@ -81,7 +83,7 @@ def merge_earlier(rows: Sequence[dict[str, Any]], earlier_csv: str | Path) -> tu
     foundations = defaultdict(set)
     for r in [*rows, *added]:
         if r.get("teacher"):
-            foundations[_cell(r)[:2] + _cell(r)[3:]].add(_foundation(r["teacher"]))
+            foundations[_cell(r)[:2] + _cell(r)[3:]].add(_teacher_parts(r["teacher"])[0])
     for (dataset, variant, n, seed), found in foundations.items():
         if len(found) > 1:
             raise ValueError(f"{dataset}{' ' + variant if variant else ''} n{n} seed {seed} would pair cells of different teachers "
