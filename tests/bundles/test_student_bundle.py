@@ -73,6 +73,9 @@ def test_training_stops_when_validation_dice_stalls(tmp_path):
     assert summary == {"steps": 6, "epochs": 3, "max_epochs": 8, "stopped_early": True}  # 6 labels, batch 4: 2 steps an epoch
     train(tmp_path / "capped", max_epochs=3, val_interval=1, patience=0, learning_rate=0.0)
     assert json.loads((tmp_path / "capped" / "runs" / "hc18_n6_s0" / "training_summary.json").read_text())["stopped_early"] is False
+    # validations up to epoch 2 are a warm-up: epoch 3 sets the bar, epochs 4 and 5 do not beat it
+    train(tmp_path / "warm", max_epochs=8, val_interval=1, patience=2, patience_start_epoch=2, learning_rate=0.0)
+    assert json.loads((tmp_path / "warm" / "runs" / "hc18_n6_s0" / "training_summary.json").read_text())["epochs"] == 5
 
 
 def test_evaluate_reports_dice_hd95_nsd_per_class(trained, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from tskd_components.engines import AtomicCheckpointSaver, MetricsReport, NaNGuard, ResumeFromCheckpoint, TrainingCurves, latest_checkpoint
+from tskd_components.engines import AtomicCheckpointSaver, EarlyStopping, MetricsReport, NaNGuard, ResumeFromCheckpoint, TrainingCurves, latest_checkpoint
 
 
 def make_trainer(model, optimizer, losses):
@@ -204,3 +204,23 @@ def test_interval_checkpoints_wait_min_seconds_but_the_last_epoch_is_saved(tmp_p
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: written.append(sorted(p.name for p in tmp_path.glob("checkpoint_*"))))
     trainer.run(data, max_epochs=3)
     assert written == [[], [], ["checkpoint_epoch=3.pt"]]
+
+
+@pytest.mark.parametrize("start_epoch, stopped_at", [(0, 3), (3, 9)])
+def test_early_stopping_ignores_the_warm_up_validations(start_epoch, stopped_at):
+    # validation Dice peaks by chance at the first validation and dips while the net learns the background, then
+    # climbs: without a warm-up patience 2 stops at epoch 3 on that peak; with validations up to epoch 3 ignored, the
+    # bar is set at epoch 4 (0.0), 0.2 and 0.3 improve on it, and two validations without a gain stop at epoch 9
+    scores = [0.04, 0.02, 0.01, 0.0, 0.0, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+    evaluator = Engine(lambda engine, batch: None)
+
+    @evaluator.on(Events.ITERATION_COMPLETED)
+    def score(engine):
+        engine.state.key_metric_name = "val_mean_dice"
+        engine.state.metrics["val_mean_dice"] = scores[trainer.state.epoch - 1]
+
+    trainer = Engine(lambda engine, batch: None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))
+    EarlyStopping(evaluator, patience=2, start_epoch=start_epoch).attach(trainer)
+    trainer.run([0], max_epochs=len(scores))
+    assert trainer.state.epoch == stopped_at

@@ -67,6 +67,7 @@ def test_minimal_experiment_runs_reports_and_resumes(sample_dataset, tmp_path, m
     # matched control: as many optimizer steps as TS-KD's distillation + fine-tuning (whole epochs of 1 step at 4 labels)
     assert int(ts_kd["pretrain_steps"]) > 0 and int(matched["pretrain_steps"]) == 0
     assert int(matched["steps"]) == int(ts_kd["pretrain_steps"]) + int(ts_kd["steps"]) > int(scratch["steps"])
+    assert (scratch["stopping"], matched["stopping"]) == ("fixed 4 steps", f"fixed {matched['steps']} steps")  # the tiny scale has no patience
     assert "random init" in ts_kd["teacher"] and ts_kd["teacher_dice"] != ""
     assert ts_kd["initial_weights"].endswith("student_pretrained.safetensors")
     report = (run_dir / "report.md").read_text()

@@ -122,15 +122,23 @@ class NaNGuard(TerminateOnNan):
 
 class EarlyStopping:
     """Stop training once the validation key metric has not improved for ``patience`` validations (MONAI's
-    ``EarlyStopHandler`` on the evaluator); ``max_epochs`` stays the cap. ``patience`` 0 turns it off."""
+    ``EarlyStopHandler`` on the evaluator); ``max_epochs`` stays the cap. ``patience`` 0 turns it off.
 
-    def __init__(self, evaluator: Engine, patience: int, min_delta: float = 0.0) -> None:
-        self.evaluator, self.patience, self.min_delta = evaluator, patience, min_delta
+    Validations up to trainer epoch ``start_epoch`` are a warm-up (Keras' ``start_from_epoch``): they neither count
+    towards the patience nor set the score it must beat, so a net whose validation Dice peaks by chance in its
+    first steps and dips while it learns the background first is not stopped on that peak. The warm-up is read
+    from the trainer's epoch, so a resumed run keeps it. The best checkpoint is chosen over every validation.
+    """
+
+    def __init__(self, evaluator: Engine, patience: int, start_epoch: int = 0, min_delta: float = 0.0) -> None:
+        self.evaluator, self.patience, self.start_epoch, self.min_delta = evaluator, patience, start_epoch, min_delta
 
     def attach(self, trainer: Engine) -> None:
         if self.patience > 0:
-            EarlyStopHandler(patience=self.patience, score_function=lambda e: e.state.metrics[e.state.key_metric_name],
-                             trainer=trainer, min_delta=self.min_delta, epoch_level=True).attach(self.evaluator)
+            handler = EarlyStopHandler(patience=self.patience, score_function=lambda e: e.state.metrics[e.state.key_metric_name],
+                                       trainer=trainer, min_delta=self.min_delta, epoch_level=True)
+            after_warmup = Events.EPOCH_COMPLETED(event_filter=lambda *_: trainer.state.epoch > self.start_epoch)
+            self.evaluator.add_event_handler(after_warmup, handler)
 
 
 class ValidationSchedule:

@@ -25,6 +25,7 @@ def training_handlers(
     evaluator: Engine | None = None,
     val_interval: int = 1,
     patience: int = 0,
+    patience_start_epoch: int = 0,
     final_model: bool = False,
     tag_name: str = "train_loss",
     checkpoint_every_s: float = 60.0,
@@ -42,6 +43,7 @@ def training_handlers(
         evaluator: validation engine run every ``val_interval`` epochs (it saves the best ``model.pt``, see
             :func:`validation_handlers`).
         patience: with an evaluator, stop after this many validations without improvement (0: run to ``max_epochs``).
+        patience_start_epoch: validations up to this trainer epoch are a warm-up the patience ignores.
         final_model: without an evaluator, write ``checkpoint["model"]`` as ``model.pt`` when training completes.
         tag_name: TensorBoard name of the loss.
         checkpoint_every_s: interval checkpoints at most this often (seconds; the last epoch is always saved).
@@ -56,7 +58,7 @@ def training_handlers(
         handlers.append(LrScheduleHandler(lr_scheduler=lr_scheduler, epoch_level=False, print_lr=False))
     if evaluator is not None:
         handlers += [ValidationSchedule(val_interval), ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval),
-                     EarlyStopping(evaluator, patience)]
+                     EarlyStopping(evaluator, patience, start_epoch=patience_start_epoch)]
     handlers += [
         NaNGuard(ckpt_dir=ckpt_dir),
         AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True,

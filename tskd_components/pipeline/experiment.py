@@ -15,7 +15,7 @@ from typing import Any
 from ..data.dataset import load_transfer_set, read_split, validate_dataset
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
-from .scales import SCALES, Scale
+from .scales import SCALES, Scale, stopping_rule
 from .console import progress
 from .stages import Stage, configs_dir, pin_bundle_configs, student_choice, student_overrides
 
@@ -252,11 +252,12 @@ class Experiment:
             steps, patience = ts_kd["pretrain_steps"] + ts_kd["steps"], 0
             provenance = {"matched_to": f"ts_kd: {ts_kd['pretrain_steps']} distillation + {ts_kd['steps']} fine-tuning steps"}
         epochs = epochs_for(steps, num_labeled, self.p.finetune_batch)
+        interval, warmup = max(1, epochs // (20 if patience else 10)), self.p.finetune_warmup if patience else 0
         metrics = folder / "run" / "eval_test" / METRICS_FILE
         overrides = {**self._common(dataset), **({} if method == "unet_scratch" else self._student()), "num_labeled": num_labeled, "seed": seed, "max_epochs": epochs,
-                     "val_interval": max(1, epochs // (20 if patience else 10)), "batch_size": self.p.finetune_batch,
+                     "val_interval": interval, "batch_size": self.p.finetune_batch,
                      "initial_weights": weights, "output_dir": str(folder / "run"), "ckpt_dir": str(folder / "models"),
-                     "metrics_dir": str(metrics.parent)} | ({"patience": patience} if patience else {})
+                     "metrics_dir": str(metrics.parent)} | ({"patience": patience} if patience else {}) | ({"patience_start_epoch": warmup * interval} if warmup else {})
         if method == "unet_scratch":
             overrides["network_def"] = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": "@in_channels",
                                         "out_channels": "@num_classes", "features": list(UNET_FEATURES)}
@@ -265,7 +266,7 @@ class Experiment:
         m = json.loads(metrics.read_text())["metrics"]
         row.update({"status": "ok", "dice": m["mean_dice"]["mean"], "dice_per_class": m["mean_dice"].get("per_class"), "hd95": m["hd95"]["mean"], "nsd": m["nsd"]["mean"],
                     "empty_predictions": m.get("empty_predictions", {}).get("total"),
-                    "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance,
+                    "train_seconds": stage.record()["seconds"], "initial_weights": weights, **provenance, "stopping": stopping_rule(patience, warmup, steps),
                     "steps": TrainingSummary.read_steps(folder / "run"), "pretrain_steps": TrainingSummary.read_steps(Path(weights).parent) if weights else 0,
                     "labeled_ids": str(folder / "run" / "labeled_ids.json"), "masks_dir": str(metrics.parent / "overlays")})
         write_json(folder / RESULT_FILE, row)

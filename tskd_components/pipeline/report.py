@@ -28,7 +28,7 @@ from .tables import (empty_predictions_line, group_cells, method_label, panel_na
 from .variants import variant_differences, variants_markdown  # noqa: E402
 
 CSV_COLUMNS = ("dataset", "variant", "method", "student", "num_labeled", "seed", "status", "dice", "hd95", "nsd", "empty_predictions", "pretrain_steps",
-               "steps", "train_seconds", "teacher",
+               "steps", "stopping", "train_seconds", "teacher",
                "teacher_dice", "scale", "image_size", "transfer_images", "initial_weights", "labeled_ids", "dice_per_class", "source")
 
 

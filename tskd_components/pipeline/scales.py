@@ -22,6 +22,7 @@ class Scale:
         synthesis_image_size, synthesis_epochs, ddim_steps: diffusion model size, training and sampling steps.
         finetune_patience: fine-tuning stops after this many validations without a better validation Dice
             (``finetune_steps`` is then the cap); 0 runs every method for exactly ``finetune_steps``.
+        finetune_warmup: the first this many validations (of 20 over the cap) are a warm-up the patience ignores.
     """
 
     image_size: int
@@ -40,6 +41,7 @@ class Scale:
     synthesis_epochs: int
     ddim_steps: int
     finetune_patience: int = 0
+    finetune_warmup: int = 0
 
 
 SCALES = {
@@ -52,12 +54,21 @@ SCALES = {
                    lora_rank=4, distill_epochs=10, mae_epochs=20, mocov3_epochs=10, finetune_steps=100, finetune_batch=8,
                    synthesis_image_size=64, synthesis_epochs=25, ddim_steps=25),
     # CPU size with a pre-trained teacher: the foundation stand-in (`tskd foundation`, --sam-checkpoint), LoRA on its
-    # frozen encoder; every method fine-tunes until validation Dice stalls for 5 validations (cap 400 steps)
+    # frozen encoder; every method fine-tunes until validation Dice stalls for 5 validations after a warm-up of 5
+    # (validations every 20 steps, cap 400; before 2026-11-28 without the warm-up)
     "standin": Scale(image_size=128, sam_variant="standin", random_init=False, teacher_train_encoder=False, teacher_steps=300,
                      teacher_batch=8, lora_rank=4, distill_epochs=10, mae_epochs=20, mocov3_epochs=10, finetune_steps=400,
-                     finetune_batch=8, synthesis_image_size=64, synthesis_epochs=25, ddim_steps=25, finetune_patience=5),
+                     finetune_batch=8, synthesis_image_size=64, synthesis_epochs=25, ddim_steps=25, finetune_patience=5,
+                     finetune_warmup=5),
     # GPU size: SAM vit_b from the official checkpoint (--sam-checkpoint), LoRA on the frozen encoder
     "paper": Scale(image_size=256, sam_variant="vit_b", random_init=False, teacher_train_encoder=False, teacher_steps=3000, teacher_batch=8,
                    lora_rank=4, distill_epochs=100, mae_epochs=400, mocov3_epochs=200, finetune_steps=2000, finetune_batch=8,
                    synthesis_image_size=128, synthesis_epochs=500, ddim_steps=50),
 }
+
+
+def stopping_rule(patience: int, warmup: int, steps: int) -> str:
+    """How a fine-tuning run stops, as results and reports state it (20 validations over the cap when ``patience``)."""
+    if not patience:
+        return f"fixed {steps} steps"
+    return f"patience {patience} of 20 validations" + (f" after {warmup} warm-up" if warmup else "") + f", cap {steps} steps"
