@@ -26,7 +26,7 @@ def test_figure3_and_csv(tmp_path):
     with Image.open(png) as im:
         assert im.size[0] > 400
     lines = write_csv(rows(), tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0].startswith("dataset,variant,method,student,num_labeled,seed,status,dice,hd95,nsd,empty_predictions,pretrain_steps,steps,train_seconds") and len(lines) == 14
+    assert lines[0].startswith("dataset,variant,method,student,num_labeled,seed,status,dice,hd95,nsd,empty_predictions,pretrain_steps,steps,stopping,train_seconds") and len(lines) == 14
     with pytest.raises(ValueError, match="no finished result rows"):
         plot_dice_vs_labels(rows()[-1:], tmp_path / "empty.png")
 

@@ -15,8 +15,9 @@ from typing import Any
 from ..data.dataset import load_transfer_set, read_split, validate_dataset
 from ..utils.io import write_json
 from ..utils.run_record import package_versions
-from .scales import SCALES, Scale, stopping_rule
+from .scales import SCALES, Scale
 from .console import progress
+from .stopping import stopping_rule
 from .stages import Stage, configs_dir, pin_bundle_configs, student_choice, student_overrides
 
 from ..distill.cache import INDEX as CACHE_INDEX

@@ -23,6 +23,7 @@ from .efficiency import efficiency_markdown, efficiency_rows, stage_seconds  # n
 from .experiment import METHODS, collect_results  # noqa: E402
 from .scales import SCALES  # noqa: E402
 from .statistics import mean_ci  # noqa: E402
+from .stopping import reconcile_stopping  # noqa: E402
 from .tables import (empty_predictions_line, group_cells, method_label, panel_name, panel_students, paired_markdown,  # noqa: E402
                      per_class_markdown, summary_markdown)
 from .variants import variant_differences, variants_markdown  # noqa: E402
@@ -243,6 +244,7 @@ def write_report(run_dir: str | Path, command: str = "", earlier_csv: str | Path
     local, merged_line = rows, ""
     if earlier_csv:
         rows, merged_line = merge_earlier(rows, earlier_csv)
+    rows, stopping_notes = reconcile_stopping(rows)
     write_csv(rows, run_dir / "results.csv")
     teacher_rows = [r for r in rows if r.get("teacher_dice") is not None]
     figure3 = plot_dice_vs_labels(rows, run_dir / "dice_vs_labels.png", teacher_rows)
@@ -259,6 +261,7 @@ def write_report(run_dir: str | Path, command: str = "", earlier_csv: str | Path
               "counts the missed ones. `train_seconds` = fine-tuning + test evaluation wall time.", ""]
     lines += ["Teachers: " + "; ".join(teachers), ""] if teachers else []
     lines += [f"Earlier results: {merged_line}", ""] if merged_line else []
+    lines += [f"Stopping rules: {note}.", ""] if (note := "; ".join(stopping_notes)) else []
     lines += [summary, per_class_markdown(rows), empty_predictions_line(rows), ""]
     paired = paired_markdown(rows)
     lines += ["## Paired differences (95% CI over seeds; 'better' / 'worse' only where the CI excludes 0)", "", paired] if paired else []

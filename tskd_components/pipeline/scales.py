@@ -66,9 +66,3 @@ SCALES = {
                    synthesis_image_size=128, synthesis_epochs=500, ddim_steps=50),
 }
 
-
-def stopping_rule(patience: int, warmup: int, steps: int) -> str:
-    """How a fine-tuning run stops, as results and reports state it (20 validations over the cap when ``patience``)."""
-    if not patience:
-        return f"fixed {steps} steps"
-    return f"patience {patience} of 20 validations" + (f" after {warmup} warm-up" if warmup else "") + f", cap {steps} steps"

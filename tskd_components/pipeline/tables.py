@@ -95,6 +95,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
                              f"{statistics.fmean(r['steps'] for r in group):.0f}" if group else "–")
             lines.append(f"| {method_label(m, students.get(panel, ''))} | " + " | ".join(cells) + " |")
         lines.append("")
+        for n in budgets:
+            rules = defaultdict(list)
+            for m in methods:
+                for rule in sorted({r["stopping"] for r in groups.get((panel, m, n), []) if r.get("stopping")}):
+                    rules[rule].append(method_label(m, students.get(panel, "")))
+            lines += [f"Stopping at {n} labels: " + "; ".join(f"{rule} ({', '.join(ms)})" for rule, ms in rules.items()), ""] if rules else []
     not_run = sorted({(r["dataset"], r["method"], r["status"]) for r in rows if r.get("status") != "ok"})
     if not_run:
         lines += ["### Not run", ""] + [f"- {d} / {LABELS.get(m, m)}: {s}" for d, m, s in not_run] + [""]
