@@ -36,7 +36,12 @@ def test_cells_of_two_rules_pool_only_when_their_runs_are_the_same():
     rows = [cell("ts_kd", 0, 300), cell("scratch_matched", 0, 690), cell("scratch", 0, 260, WARM), cell("ts_kd", 0, 120, n=10)]
     out, notes = reconcile_stopping(rows)
     assert [r["stopping"] for r in out] == [WARM, "fixed 690 steps", WARM, COLD]  # 10 labels: one rule, left as it is
-    assert len(notes) == 1 and notes[0].startswith("acdc at 40 labels: 1 cells ran before the warm-up")
+    # 10 labels ran without the warm-up, and its cell stopped within what is now the warm-up: named, not hidden
+    assert notes == ["acdc at 10 labels ran without a warm-up; 1 of 1 cells under early stopping stopped within what is now the "
+                     "5-validation warm-up and would run on under the current rule (steps, Dice): ts_kd s0 (120, Dice 0.300)",
+                     f"acdc at 40 labels: 1 cells ran before the warm-up existed and stopped after it would have ended (or ran to "
+                     f"the cap), so their runs are the same under '{WARM}'"]
+    assert reconcile_stopping([cell("ts_kd", 0, 400, n=10)])[1] == []  # ran to the cap: the warm-up changes nothing
     table = summary_markdown(out)
     assert f"Stopping at 40 labels: {WARM} (ViT-Tiny scratch, TS-KD); fixed 690 steps (ViT-Tiny scratch, matched steps)" in table
     assert f"Stopping at 10 labels: {COLD} (TS-KD)" in table

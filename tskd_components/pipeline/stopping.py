@@ -55,7 +55,9 @@ def reconcile_stopping(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, A
     notes = []
     for (dataset, variant, n), group in sorted(groups.items()):
         rules = {r["stopping"] for r in group}
+        name = f"{dataset}{' ' + variant if variant else ''}"
         if len(rules) == 1:
+            notes += _inside_todays_warmup(name, n, group)
             continue
         current = max(rules, key=lambda rule: int(_EARLY.fullmatch(rule).group(2) or 0))
         patience, warmup, cap = (int(g or 0) for g in _EARLY.fullmatch(current).groups())
@@ -64,11 +66,24 @@ def reconcile_stopping(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, A
                  or not same_run_under(int(r["steps"]), patience, cap, warmup)]
         if stale:
             cells = ", ".join(f"{r['method']} seed {r['seed']} ({r['stopping']}, stopped at step {int(r['steps'])})" for r in stale)
-            raise ValueError(f"{dataset}{' ' + variant if variant else ''} n{n}: cells ran under another stopping rule than "
+            raise ValueError(f"{name} n{n}: cells ran under another stopping rule than "
                              f"'{current}' and their runs would differ under it: {cells}; re-run them with "
                              f"`tskd experiment` (methods and seeds as named) so that every method shares one rule")
         for r in earlier:
             r["stopping"] = current
-        notes.append(f"{dataset}{' ' + variant if variant else ''} at {n} labels: {len(earlier)} cells ran before the warm-up "
+        notes.append(f"{name} at {n} labels: {len(earlier)} cells ran before the warm-up "
                      f"existed and stopped after it would have ended (or ran to the cap), so their runs are the same under '{current}'")
     return rows, notes
+
+
+def _inside_todays_warmup(name: str, n: int, group: Sequence[dict[str, Any]]) -> list[str]:
+    """A note on the cells of a table run without a warm-up that stopped inside the warm-up their scale has now (the
+    current rule would have run them on): their checkpoints may be an early, degenerate peak of validation Dice."""
+    patience, warmup, cap = (int(g or 0) for g in _EARLY.fullmatch(group[0]["stopping"]).groups())
+    now = SCALES[group[0]["scale"]].finetune_warmup if group[0].get("scale") in SCALES else 0
+    if warmup or not now:
+        return []
+    inside = [r for r in group if not same_run_under(int(r["steps"]), patience, cap, now)]
+    cells = ", ".join(f"{r['method']} s{r['seed']} ({int(r['steps'])}, Dice {r['dice']:.3f})" for r in inside)
+    return [f"{name} at {n} labels ran without a warm-up; {len(inside)} of {len(group)} cells under early stopping stopped within what "
+            f"is now the {now}-validation warm-up and would run on under the current rule (steps, Dice): {cells}"] if inside else []
