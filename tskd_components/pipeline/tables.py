@@ -96,9 +96,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
             lines.append(f"| {method_label(m, students.get(panel, ''))} | " + " | ".join(cells) + " |")
         lines.append("")
         for n in budgets:
-            rules = defaultdict(list)
+            rules = defaultdict(list)  # a rule -> its methods; fixed step counts (one per seed) as one range
             for m in methods:
-                for rule in sorted({r["stopping"] for r in groups.get((panel, m, n), []) if r.get("stopping")}):
+                stated = {r["stopping"] for r in groups.get((panel, m, n), []) if r.get("stopping")}
+                fixed = sorted(int(rule.split()[1]) for rule in stated if rule.startswith("fixed "))
+                stated = {rule for rule in stated if not rule.startswith("fixed ")} | ({f"fixed {fixed[0]}{f'-{fixed[-1]}' if fixed[-1] != fixed[0] else ''} steps"} if fixed else set())
+                for rule in sorted(stated):
                     rules[rule].append(method_label(m, students.get(panel, "")))
             lines += [f"Stopping at {n} labels: " + "; ".join(f"{rule} ({', '.join(ms)})" for rule, ms in rules.items()), ""] if rules else []
     not_run = sorted({(r["dataset"], r["method"], r["status"]) for r in rows if r.get("status") != "ok"})
