@@ -17,8 +17,8 @@ from ..utils.io import write_json
 from ..utils.run_record import package_versions
 from .scales import SCALES, Scale
 from .console import progress
-from .stopping import stopping_rule
 from .stages import Stage, configs_dir, pin_bundle_configs, student_choice, student_overrides
+from .stopping import stopping_rule
 
 from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary

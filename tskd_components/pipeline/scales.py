@@ -65,4 +65,3 @@ SCALES = {
                    lora_rank=4, distill_epochs=100, mae_epochs=400, mocov3_epochs=200, finetune_steps=2000, finetune_batch=8,
                    synthesis_image_size=128, synthesis_epochs=500, ddim_steps=50),
 }
-

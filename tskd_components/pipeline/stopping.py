@@ -43,8 +43,9 @@ def same_run_under(steps: int, patience: int, cap: int, warmup: int) -> bool:
 
 
 def reconcile_stopping(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """``rows`` with every row's ``stopping`` stated, and a note per dataset and budget whose early-stopped cells ran
-    under two rules. Methods compared in one table must share a stopping rule: a cell run without the warm-up of
+    """``rows`` with every row's ``stopping`` stated, and notes for the report: per dataset and budget whose
+    early-stopped cells ran under two rules, and per table run without a warm-up whose cells stopped inside the one
+    their scale has now. Methods compared in one table must share a stopping rule: a cell run without the warm-up of
     the others' rule counts as run under it when :func:`same_run_under` says its run is the same; any other mix is
     an error naming the cells to re-run."""
     rows = [{**r, "stopping": rule_of(r)} if r.get("status") == "ok" else dict(r) for r in rows]
