@@ -26,6 +26,15 @@ def stopping_rule(patience: int, warmup: int, steps: int) -> str:
     return f"patience {patience} of {VALIDATIONS} validations" + (f" after {warmup} warm-up" if warmup else "") + f", cap {steps} steps"
 
 
+def merge_fixed(rules: set[str]) -> list[str]:
+    """``rules`` sorted, their fixed step counts (one per seed for the matched control) read as one range."""
+    fixed = sorted(int(rule.split()[1]) for rule in rules if rule.startswith("fixed "))
+    merged = {rule for rule in rules if not rule.startswith("fixed ")}
+    if fixed:
+        merged.add(f"fixed {fixed[0]} steps" if fixed[0] == fixed[-1] else f"fixed {fixed[0]}-{fixed[-1]} steps")
+    return sorted(merged)
+
+
 def rule_of(row: dict[str, Any]) -> str:
     """A row's stopping rule: the one it states, or for a row written before rows stated it, its scale's rule then."""
     if row.get("stopping"):

@@ -14,6 +14,7 @@ from ..engines.metrics import METRICS_FILE
 from .experiment import METHODS
 from .stages import LEGACY_STUDENT
 from .statistics import NOT_MATCHED, paired_differences, unmatched_verdict
+from .stopping import merge_fixed
 from .variants import format_ci
 
 METRICS = (("dice", "Dice", "higher is better"), ("hd95", "HD95 (px)", "lower is better"), ("nsd", "NSD", "higher is better"))
@@ -98,10 +99,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
         for n in budgets:
             rules = defaultdict(list)  # a rule -> its methods; fixed step counts (one per seed) as one range
             for m in methods:
-                stated = {r["stopping"] for r in groups.get((panel, m, n), []) if r.get("stopping")}
-                fixed = sorted(int(rule.split()[1]) for rule in stated if rule.startswith("fixed "))
-                stated = {rule for rule in stated if not rule.startswith("fixed ")} | ({f"fixed {fixed[0]}{f'-{fixed[-1]}' if fixed[-1] != fixed[0] else ''} steps"} if fixed else set())
-                for rule in sorted(stated):
+                for rule in merge_fixed({r["stopping"] for r in groups.get((panel, m, n), []) if r.get("stopping")}):
                     rules[rule].append(method_label(m, students.get(panel, "")))
             lines += [f"Stopping at {n} labels: " + "; ".join(f"{rule} ({', '.join(ms)})" for rule, ms in rules.items()), ""] if rules else []
     not_run = sorted({(r["dataset"], r["method"], r["status"]) for r in rows if r.get("status") != "ok"})
