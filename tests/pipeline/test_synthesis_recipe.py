@@ -1,4 +1,4 @@
-"""``tskd synthesis``: the three diffusion recipes of one target as resumable stages, compared in recipe.md."""
+"""``tskd synthesis``: the diffusion recipes of one target as resumable stages, compared in recipe.md."""
 
 import json
 
@@ -20,25 +20,30 @@ def test_recipes_run_compare_and_resume(small_copy, tmp_path, capsys):
     # one process's share of the arms: the comparison holds what has finished and names the rest
     md = SynthesisRecipe(**settings, arms=["today"]).run()
     assert list(json.loads((md.parent / "recipe.json").read_text())["arms"]) == ["today"]
-    assert "Not finished yet: target_long, pool_then_target." in md.read_text() and not (md.parent / "pool").exists()
+    assert "Not finished yet: target_long, pool_then_target, colour_pool_then_target." in md.read_text() and not (md.parent / "pool").exists()
     recipe = SynthesisRecipe(**settings)
     md = recipe.run()
     assert "Not finished yet" not in md.read_text()
     summary = json.loads((md.parent / "recipe.json").read_text())
     assert list(summary["arms"]) == list(ARMS) and summary["pool"] == ["other_pool"]
     # 24 target training images = 3 steps per epoch; the pool's 4 = 1 step per epoch
-    assert [summary["arms"][a]["epochs"] for a in ARMS] == [1, 2, 1]
+    assert [summary["arms"][a]["epochs"] for a in ARMS] == [1, 2, 1, 1]
     pool_stage = json.loads((md.parent / "pool" / "stage.json").read_text())
     assert pool_stage["overrides"]["max_epochs"] == 3 and pool_stage["overrides"]["pool"] == [str(pool.resolve())]
     final = json.loads((md.parent / "pool_then_target" / "stage.json").read_text())["overrides"]
     assert final["initial_weights"] == str(md.parent / "pool" / "run" / "model") and final["pool"] == []
+    assert "colour_match" not in pool_stage["overrides"]  # the plain arms keep their stage signatures
+    colour = json.loads((md.parent / "pool_colour" / "stage.json").read_text())["overrides"]
+    assert colour["colour_match"] is True and colour["pool"] == [str(pool.resolve())]
+    final = json.loads((md.parent / "colour_pool_then_target" / "stage.json").read_text())["overrides"]
+    assert final["initial_weights"] == str(md.parent / "pool_colour" / "run" / "model") and "colour_match" not in final
     row = summary["arms"]["pool_then_target"]
     seconds = [json.loads((md.parent / arm / "stage.json").read_text())["seconds"] for arm in ("pool", "pool_then_target")]
     assert row["train_seconds"] == sum(seconds) and row["standin_fid"] is None and row["fid"] > 0
     assert "| pool_then_target |" in md.read_text()
     capsys.readouterr()
     recipe.run()  # every stage is done: nothing runs again
-    assert capsys.readouterr().out.count("[skip]") == 4
+    assert capsys.readouterr().out.count("[skip]") == 6
 
 
 def test_the_target_in_the_pool_is_refused_in_one_line(tmp_path, capsys):

@@ -6,7 +6,10 @@ Arms (each trains ``bundles/tskd_synthesis`` and ends with its quality report ag
 - ``target_long``: the target only, for the whole step budget (``pool_steps + target_steps``): more steps and EMA;
 - ``pool_then_target``: ``pool_steps`` on the pool of other datasets' training images (the foundation stand-in's
   pool; the target is refused there, test splits are never read), then ``target_steps`` on the target from those
-  weights.
+  weights;
+- ``colour_pool_then_target``: the same, but each pool image first takes the colour statistics of one of the
+  target's training images (:mod:`tskd_components.synthesis.colour`), so the pool model already draws the target's
+  colours.
 
 ``recipe.md`` and ``recipe.json`` in ``<run_dir>/<target>/`` compare the arms' metrics (Fréchet distance and k-NN
 precision / recall on the stand-in's features and on random ResNet-18 features, classifier two-sample accuracy,
@@ -25,7 +28,7 @@ from ..synthesis.diffusion import synthesis_datalist
 from ..utils.io import write_json
 from .stages import BUNDLE_CONFIGS, Stage, configs_dir, pin_bundle_configs
 
-ARMS = ("today", "target_long", "pool_then_target")
+ARMS = ("today", "target_long", "pool_then_target", "colour_pool_then_target")
 # optimizer steps of the recipe per preset (pool, target); image size, batch and network: the preset's bundle configs.
 # cpu: 2200 steps of batch 16 at 64 px, 1.63 s each on 2 CPU threads (`python benchmarks/synthesis.py --sizes 64
 # --batch-size 16`, 2026-11-27), the issue's 60-minute budget on 2 cores. gpu (gpu.json: 128 px, a wider and deeper
@@ -85,7 +88,7 @@ class SynthesisRecipe:
         per_epoch = math.ceil(len(synthesis_datalist(self.target, pool)) / self.batch_size)
         return max(1, math.ceil(steps / per_epoch))
 
-    def _stage(self, arm: str, epochs: int, pool: Sequence[Path] = (), initial: Path | None = None) -> Path:
+    def _stage(self, arm: str, epochs: int, pool: Sequence[Path] = (), initial: Path | None = None, **settings: Any) -> Path:
         from ..synthesis import UNET_WEIGHTS
 
         folder = Path(self.run_dir).resolve() / self.target.name / arm
@@ -93,7 +96,7 @@ class SynthesisRecipe:
                      "batch_size": self.batch_size, "max_epochs": epochs, "seed": self.seed, "output_dir": str(folder / "run"),
                      "model_dir": str(folder / "run" / "model"), "standin_checkpoint": self.standin_checkpoint,
                      "report_samples": self.report_samples, "grid_count": 16, "ddim_steps": self.ddim_steps,
-                     "initial_weights": str(initial) if initial else "", **self.overrides}
+                     "initial_weights": str(initial) if initial else "", **settings, **self.overrides}
         inputs = [self.target, *pool] + ([initial / UNET_WEIGHTS] if initial else [])
         Stage("synthesis", f"synthesis {self.target.name} {arm} ({epochs} epochs)", folder, self.task, overrides, inputs=inputs,
               outputs=[folder / "run" / "model" / UNET_WEIGHTS, folder / "run" / "quality" / "quality.json"]).run()
@@ -112,11 +115,16 @@ class SynthesisRecipe:
         if "pool_then_target" in self.arms:
             self._stage("pool", self._epochs(self.pool_steps, self.pool), pool=self.pool)
             self._stage("pool_then_target", self._epochs(self.target_steps), initial=pool / "run" / "model")
+        colour_pool = out / "pool_colour"
+        if "colour_pool_then_target" in self.arms:
+            self._stage("pool_colour", self._epochs(self.pool_steps, self.pool), pool=self.pool, colour_match=True)
+            self._stage("colour_pool_then_target", self._epochs(self.target_steps), initial=colour_pool / "run" / "model")
         folders = {arm: out / arm for arm in ARMS if (out / arm / "stage.json").is_file()}
         rows = {}
         for arm, folder in folders.items():
             quality = json.loads((folder / "run" / "quality" / "quality.json").read_text())
-            seconds = sum(json.loads((f / "stage.json").read_text())["seconds"] for f in ([pool, folder] if arm == "pool_then_target" else [folder]))
+            pretraining = {"pool_then_target": [pool], "colour_pool_then_target": [colour_pool]}.get(arm, [])
+            seconds = sum(json.loads((f / "stage.json").read_text())["seconds"] for f in [*pretraining, folder])
             rows[arm] = {"epochs": json.loads((folder / "stage.json").read_text())["overrides"]["max_epochs"], "train_seconds": seconds,
                          **flat_quality(quality)}
         write_json(out / "recipe.json", {"target": self.target.name, "pool": [p.name for p in self.pool], "arms": rows})
@@ -129,7 +137,7 @@ def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str,
              "Metrics of each arm's samples against the target's training images (`quality/quality.json` of each run); "
              "`standin_*` on the foundation stand-in's image-encoder features, the others on random ResNet-18 features. "
              "Two-sample accuracy 0.5 = indistinguishable; `memorised_share` = synthetic images above 0.8 SSIM to their "
-             "nearest training image. `pool_then_target` seconds include the pool pre-training.", "",
+             "nearest training image. `*pool_then_target` seconds include the pool pre-training.", "",
              "| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for arm, row in rows.items():
         cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else ("n/a" if row[c] is None else str(row[c])) for c in columns]

@@ -1,5 +1,6 @@
 """Diffusion synthesis of transfer-set images (diffusers), transfer-set builder and quality report."""
 
+from .colour import MatchChannelStatsd, assign_references, channel_statistics, colour_matched
 from .diffusion import (
     UNET_WEIGHTS,
     DiffusionStep,

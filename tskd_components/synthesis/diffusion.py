@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..data.dataset import DatasetError, load_datalist, read_split
 from ..data.transforms import ConvertChannelsd, LoadSliceOrImaged
+from .colour import MatchChannelStatsd
 
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"  # what save_unet writes under the model folder
 
@@ -74,12 +75,14 @@ def assert_no_test_images(items: Sequence[Mapping[str, Any]], dataset_dir: str |
 
 
 def diffusion_preprocessing(image_size: int, channels: int, augment: bool = True) -> Compose:
-    """Load, bring to ``channels``, scale to [-1, 1], resize; horizontal flips when ``augment``."""
+    """Load, bring to ``channels``, scale to [-1, 1], resize, match the colour statistics an item carries (pool items
+    of colour-matched pre-training, :mod:`.colour`); horizontal flips when ``augment``."""
     steps: list = [
         LoadSliceOrImaged("image"),
         ConvertChannelsd("image", channels=channels),
         ScaleIntensityd("image", minv=-1.0, maxv=1.0),
         Resized("image", spatial_size=(image_size, image_size), mode="area"),
+        MatchChannelStatsd("image"),
         EnsureTyped("image", dtype=torch.float32, track_meta=False),
     ]
     if augment:
