@@ -55,7 +55,8 @@ def test_references_spread_over_the_target_images_and_are_deterministic():
 
 def test_a_pool_takes_the_colours_of_the_target_training_images_only(sample_dataset, small_copy):
     target = small_copy(sample_dataset, n=3)
-    items = colour_matched(synthesis_datalist(target, pool=[sample_dataset]), target, image_size=16, channels=1, seed=0)
+    items = synthesis_datalist(target, pool=[sample_dataset], colour_match=True, image_size=16, channels=1, seed=0)
+    assert items == colour_matched(synthesis_datalist(target, pool=[sample_dataset]), target, image_size=16, channels=1, seed=0)
     pre = diffusion_preprocessing(16, 1, augment=False)
     train = channel_statistics([pre(dict(item))["image"] for item in synthesis_datalist(target)])
     test = channel_statistics([pre({"id": i, "image": str(target / "images" / f"{i}.png")})["image"] for i in read_split(target)["test"]])
@@ -65,4 +66,4 @@ def test_a_pool_takes_the_colours_of_the_target_training_images_only(sample_data
     assert matched.mean().item() == pytest.approx(items[0][REFERENCE_MEAN][0], abs=0.02)
     assert matched.flatten().std().item() == pytest.approx(items[0][REFERENCE_STD][0], abs=0.02)
     with pytest.raises(ValueError, match="include .* own images; set a pool"):
-        colour_matched(synthesis_datalist(target), target, image_size=16, channels=1)
+        synthesis_datalist(target, colour_match=True, image_size=16)

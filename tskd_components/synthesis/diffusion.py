@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..data.dataset import DatasetError, load_datalist, read_split
 from ..data.transforms import ConvertChannelsd, LoadSliceOrImaged
-from .colour import MatchChannelStatsd
+from .colour import MatchChannelStatsd, colour_matched
 
 UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"  # what save_unet writes under the model folder
 
@@ -51,10 +51,13 @@ def init_unet(network: UNet2DModel, initial_weights: str | Path = "") -> UNet2DM
     return network
 
 
-def synthesis_datalist(dataset_dir: str | Path, pool: Sequence[str | Path] = ()) -> list[dict[str, Any]]:
+def synthesis_datalist(dataset_dir: str | Path, pool: Sequence[str | Path] = (), colour_match: bool = False, image_size: int = 64,
+                       channels: int = 1, seed: int = 0) -> list[dict[str, Any]]:
     """Image-only items the diffusion model may learn from: the train split (labeled and unlabeled), never test; with
     ``pool`` (dataset folders, e.g. the foundation stand-in's pool) those datasets' train splits instead, to pre-train
-    on before the target. A pool that holds the target itself is refused."""
+    on before the target. A pool that holds the target itself is refused. ``colour_match``: each pool item carries
+    the channel statistics of one of the target's training images (at ``image_size``, ``channels``; drawn with
+    ``seed``), which :func:`diffusion_preprocessing` gives it (:mod:`.colour`)."""
     if any(Path(d).resolve() == Path(dataset_dir).resolve() for d in pool):
         raise DatasetError(f"the synthesis pool {[str(d) for d in pool]} holds the target {dataset_dir}; pre-train on other datasets")
     items = []
@@ -62,7 +65,7 @@ def synthesis_datalist(dataset_dir: str | Path, pool: Sequence[str | Path] = ())
         part = [{k: v for k, v in it.items() if k != "label"} for it in load_datalist(folder, "train", validate=False)]
         assert_no_test_images(part, folder)
         items += part
-    return items
+    return colour_matched(items, dataset_dir, image_size, channels, seed) if colour_match else items
 
 
 def assert_no_test_images(items: Sequence[Mapping[str, Any]], dataset_dir: str | Path) -> None:
