@@ -1,9 +1,10 @@
-"""Which ops to quantize: batch-1 ONNX Runtime latency of each student decoder in fp32 and int8 with different sets
+"""Which ops to quantize: ONNX Runtime latency of each student decoder in fp32 and int8 with different sets
 of quantized ops and both formats, in one process, with the per-op time of fp32 and ONNX Runtime's default.
 
-    python benchmarks/int8_ops.py [--image-size 256] [--rounds 3] [--repeats 30] [--threads 2]
+    python benchmarks/int8_ops.py [--image-size 256] [--rounds 3] [--repeats 30] [--threads 2] [--batch-size 1]
 
-Random weights, calibrated on 16 images of the in-repo HC18 sample. Each latency is the median of ``--rounds``
+Random weights, calibrated on 16 images of the in-repo HC18 sample; each model is exported at a fixed batch size
+(``--batch-size``: 1 is an interactive request, 8 a folder of images at once), latencies are per image. Each latency is the median of ``--rounds``
 interleaved rounds (each the median of ``--repeats`` runs), so drifting background load hits every model alike.
 ``argmax agreement`` is the share of pixels whose class matches the fp32 model's on a held-out image.
 """
@@ -36,7 +37,7 @@ CHOICES = {
 
 
 def op_times(path: Path, x: np.ndarray, runs: int = 10) -> list[tuple[str, float]]:
-    """Mean ms per run spent in each op type (ONNX Runtime's profiler), largest first."""
+    """Mean ms per run (one batch) spent in each op type (ONNX Runtime's profiler), largest first."""
     options = onnxruntime.SessionOptions()
     options.enable_profiling = True
     options.profile_file_prefix = str(path.with_suffix(""))
@@ -57,12 +58,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: one per physical core)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per run (1 to 8); latencies are per image")
     args = parser.parse_args()
+    if not 1 <= args.batch_size <= 8:
+        parser.error("--batch-size must be 1 to 8 (16 calibration and 8 held-out images of the in-repo sample)")
     torch.manual_seed(0)
-    print(f"onnxruntime {onnxruntime.__version__}, CPU, batch 1, {args.image_size} px, {args.threads or 'default'} threads")
+    b = args.batch_size
+    print(f"onnxruntime {onnxruntime.__version__}, CPU, batch {b}, {args.image_size} px, {args.threads or 'default'} threads")
     pre = preprocessing(args.image_size, channels=3, with_label=False)
-    images = [pre(dict(item))["image"].numpy()[None] for item in load_transfer_set(sample_dataset_dir())[:17]]
-    calibration, x = images[:16], images[16]
+    images = [pre(dict(item))["image"].numpy()[None] for item in load_transfer_set(sample_dataset_dir())[:16 + b]]
+    calibration = [np.concatenate(images[i:i + b]) for i in range(0, 16 - b + 1, b)]
+    x = np.concatenate(images[16:])
     with tempfile.TemporaryDirectory() as tmp:
         for decoder in DECODERS:
             model = create_student("vit_tiny", image_size=args.image_size, num_classes=2, decoder=decoder).eval()
@@ -74,16 +80,16 @@ def main() -> None:
             rounds: dict[str, list[float]] = {name: [] for name in sessions}
             for _ in range(args.rounds):
                 for name, s in sessions.items():
-                    rounds[name].append(median_ms(s, x, args.repeats))
+                    rounds[name].append(median_ms(s, x, args.repeats) / b)
             reference = sessions["fp32"].run(None, {"image": x})[0].argmax(1)
             base = statistics.median(rounds["fp32"])
             print(f"ViT-Tiny + {decoder} decoder:")
             for name, times in rounds.items():
                 agreement = float((sessions[name].run(None, {"image": x})[0].argmax(1) == reference).mean())
-                print(f"  {name:30s} {statistics.median(times):6.1f} ms  (rounds {', '.join(f'{t:.1f}' for t in times)})  "
+                print(f"  {name:30s} {statistics.median(times):6.1f} ms/image  (rounds {', '.join(f'{t:.1f}' for t in times)})  "
                       f"fp32 / this x{base / statistics.median(times):.2f}  argmax agreement {agreement:.4f}")
             for name in ("fp32", "every op (ORT default), QDQ"):
-                print(f"  time per op type, {name}: " + ", ".join(f"{op} {ms:.1f} ms" for op, ms in op_times(files[name], x)))
+                print(f"  time per op type, {name}: " + ", ".join(f"{op} {ms / b:.1f} ms" for op, ms in op_times(files[name], x)))
 
 
 if __name__ == "__main__":

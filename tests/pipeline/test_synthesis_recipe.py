@@ -61,3 +61,13 @@ def test_presets_take_sizes_from_the_bundle_configs_and_steps_from_the_preset(tm
     assert SynthesisRecipe(**base, preset="gpu", image_size=256, pool_steps=7).image_size == 256  # a setting given wins
     with pytest.raises(ValueError, match="unknown synthesis preset 'tpu'"):
         SynthesisRecipe(**base, preset="tpu")
+
+
+def test_a_missing_stand_in_is_refused_before_any_training(tmp_path):
+    base = dict(run_dir=tmp_path / "runs", target=SAMPLE, pool=[], arms=["today"])
+    with pytest.raises(FileNotFoundError, match="standin.pth not found"):
+        SynthesisRecipe(**base, standin_checkpoint=str(tmp_path / "standin.pth"))
+    (tmp_path / "other.pth").write_bytes(b"not a stand-in")  # a file without the record `tskd foundation` writes beside it
+    with pytest.raises(FileNotFoundError, match="no standin.json beside it"):
+        SynthesisRecipe(**base, standin_checkpoint=str(tmp_path / "other.pth"))
+    assert not (tmp_path / "runs").exists()  # nothing was trained

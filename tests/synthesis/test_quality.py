@@ -66,5 +66,5 @@ def test_standin_features_come_from_the_stand_in_encoder(tmp_path):
     grey = (x + 1) / 2
     expected = sam.image_encoder((torch.nn.functional.interpolate(grey.repeat(1, 3, 1, 1), size=(64, 64), mode="bilinear") - encoder.mean) / encoder.std)
     assert torch.allclose(encoder(x), expected.mean(dim=(2, 3)), atol=1e-5)
-    with pytest.raises(FileNotFoundError, match="no standin.json"):
+    with pytest.raises(FileNotFoundError, match="sam.pth not found"):
         StandinFeatures(tmp_path / "elsewhere" / "sam.pth")

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--max-steps", type=int, default=2400, help="optimizer steps (rounded up to whole epochs)")
     found.add_argument("--image-size", type=int, default=128)
 
-    syn = sub.add_parser("synthesis", help="diffusion recipes for one target side by side: today's, longer, pool pre-training + target")
+    syn = sub.add_parser("synthesis", help="diffusion recipes for one target side by side: today's, longer, pool pre-training + target, colour-matched pool")
     syn.add_argument("--dataset", required=True, help="the target: a dataset name under --data-root, or a folder")
     _pool_args(syn, "datasets never in the pool (the target is added)")
     syn.add_argument("--run-dir", default="runs/synthesis")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..synthesis.diffusion import synthesis_datalist
+from ..synthesis.quality import standin_record
 from ..utils.io import write_json
 from .stages import BUNDLE_CONFIGS, Stage, configs_dir, pin_bundle_configs
 
@@ -72,6 +73,8 @@ class SynthesisRecipe:
             raise ValueError(f"unknown synthesis arms {unknown}; choose from {list(ARMS)}")
         if self.preset not in PRESET_STEPS:
             raise ValueError(f"unknown synthesis preset {self.preset!r}; choose from {list(PRESET_STEPS)}")
+        if self.standin_checkpoint:
+            standin_record(self.standin_checkpoint)  # fail now, not after an hour of training
         config: dict[str, Any] = {}
         for name in BUNDLE_CONFIGS[self.task][1]:
             config.update(json.loads((configs_dir("tskd_synthesis") / name).read_text()))

@@ -18,16 +18,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def standin_record(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``standin.json`` of a foundation stand-in checkpoint; a clear error when the file or its record is missing
+    (checked before any training that ends with a report on the stand-in's features)."""
+    from ..foundation.model import read_standin_record
+
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"foundation stand-in checkpoint {checkpoint} not found; pass the standin.pth written by "
+                                "`tskd foundation` (e.g. runs/foundation/standin/standin.pth) or leave it out")
+    record = read_standin_record(checkpoint)
+    if record is None:
+        raise FileNotFoundError(f"{checkpoint}: no standin.json beside it; pass a checkpoint written by `tskd foundation`")
+    return record
+
+
 class StandinFeatures(torch.nn.Module):
     """The foundation stand-in's image encoder (``standin.pth``), mean-pooled: (N, C, S, S) in [-1, 1] -> (N, 256)."""
 
     def __init__(self, checkpoint: str | Path) -> None:
         super().__init__()
-        from ..foundation.model import build_promptable_sam, read_standin_record
+        from ..foundation.model import build_promptable_sam
 
-        record = read_standin_record(checkpoint)
-        if record is None:
-            raise FileNotFoundError(f"{checkpoint}: no standin.json beside it; pass a checkpoint written by `tskd foundation`")
+        record = standin_record(checkpoint)
         sam = build_promptable_sam(record["sam_variant"], record["image_size"])
         sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         self.encoder, self.size = sam.image_encoder.eval(), record["image_size"]
