@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import SAMPLE
-from tskd_components.pipeline.synthesis_recipe import ARMS, SynthesisRecipe
+from tskd_components.pipeline.synthesis_recipe import ARMS, SynthesisRecipe, flat_quality
 
 TINY = {"block_out_channels": [16, 32], "attention_levels": [False, True]}
 
@@ -71,3 +71,12 @@ def test_a_missing_stand_in_is_refused_before_any_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="no standin.json beside it"):
         SynthesisRecipe(**base, standin_checkpoint=str(tmp_path / "other.pth"))
     assert not (tmp_path / "runs").exists()  # nothing was trained
+
+
+def test_each_row_names_the_stand_in_whose_features_it_was_scored_on():
+    base = {"fid": 1.0, "precision": 0.5, "recall": 0.5, "two_sample_accuracy": 0.9, "memorisation": {"share_copied": 0.0}}
+    scores = {"fid": 2.0, "precision": 0.1, "recall": 0.2, "two_sample_accuracy": 0.8}
+    named = flat_quality(base | {"standin": {"checkpoint": "a/standin.pth", "sha256": "ef215f12a162" + "0" * 52, **scores}})
+    assert named["standin"] == "ef215f12a162" and named["standin_fid"] == 2.0
+    assert flat_quality(base | {"standin": {"checkpoint": "a/standin.pth", **scores}})["standin"] == "unrecorded"  # older reports
+    assert flat_quality(base)["standin"] is None and flat_quality(base)["standin_fid"] is None

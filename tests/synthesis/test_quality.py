@@ -1,5 +1,7 @@
 """Synthetic-image quality: k-NN precision / recall, the classifier two-sample test, the memorisation check."""
 
+import json
+
 import pytest
 import torch
 from monai.data import Dataset
@@ -66,5 +68,6 @@ def test_standin_features_come_from_the_stand_in_encoder(tmp_path):
     grey = (x + 1) / 2
     expected = sam.image_encoder((torch.nn.functional.interpolate(grey.repeat(1, 3, 1, 1), size=(64, 64), mode="bilinear") - encoder.mean) / encoder.std)
     assert torch.allclose(encoder(x), expected.mean(dim=(2, 3)), atol=1e-5)
+    assert encoder.sha256 == json.loads((tmp_path / "standin.json").read_text())["sha256"]  # reports name their stand-in
     with pytest.raises(FileNotFoundError, match="sam.pth not found"):
         StandinFeatures(tmp_path / "elsewhere" / "sam.pth")

@@ -42,7 +42,8 @@ REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_s
 def flat_quality(quality: dict) -> dict:
     """The :data:`REPORTED` numbers of a ``quality.json`` (``None`` where it has no stand-in features)."""
     standin = quality.get("standin", {})
-    return {**{k: quality[k] for k in ("fid", "precision", "recall", "two_sample_accuracy")},
+    sha = standin.get("sha256") or ("unrecorded" if standin else None)  # reports before 2026-11-29 do not name it
+    return {"standin": sha[:12] if sha else None, **{k: quality[k] for k in ("fid", "precision", "recall", "two_sample_accuracy")},
             **{f"standin_{k}": standin.get(k) for k in ("fid", "precision", "recall", "two_sample_accuracy")},
             "memorised_share": quality["memorisation"]["share_copied"]}
 
@@ -135,10 +136,11 @@ class SynthesisRecipe:
 
 
 def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str, dict]) -> Path:
-    columns = ["epochs", "train_seconds", *REPORTED]
+    columns = ["epochs", "train_seconds", "standin", *REPORTED]
     lines = [f"# Synthesis recipes for {target} (pool: {', '.join(pool)})", "",
              "Metrics of each arm's samples against the target's training images (`quality/quality.json` of each run); "
-             "`standin_*` on the foundation stand-in's image-encoder features, the others on random ResNet-18 features. "
+             "`standin_*` on the foundation stand-in's image-encoder features (`standin`: its SHA-256; compare those "
+             "columns only between rows of one stand-in), the others on random ResNet-18 features. "
              "Two-sample accuracy 0.5 = indistinguishable; `memorised_share` = synthetic images above 0.8 SSIM to their "
              "nearest training image. `*pool_then_target` seconds include the pool pre-training.", "",
              "| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]

@@ -43,6 +43,7 @@ class StandinFeatures(torch.nn.Module):
         sam = build_promptable_sam(record["sam_variant"], record["image_size"])
         sam.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         self.encoder, self.size = sam.image_encoder.eval(), record["image_size"]
+        self.sha256 = record.get("sha256")  # which stand-in: one retrained elsewhere is a different feature space
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 

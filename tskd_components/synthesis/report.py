@@ -89,7 +89,7 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
     if standin_checkpoint:  # the features that know medical images: the foundation stand-in's encoder
         encoder = StandinFeatures(standin_checkpoint)
         real_f, synth_f = encoder(real), encoder(synthetic)
-        report["standin"] = {"checkpoint": str(standin_checkpoint), "fid": frechet_distance(real_f, synth_f),
+        report["standin"] = {"checkpoint": str(standin_checkpoint), "sha256": encoder.sha256, "fid": frechet_distance(real_f, synth_f),
                              **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
     copies = memorisation(synthetic, real, synth_f, real_f)  # real = the training images the model learned from
     report["memorisation"] = {k: copies[k] for k in ("ssim_threshold", "share_copied", "copied")} | {"max_ssim": max(copies["ssim"])}
