@@ -76,7 +76,8 @@ def test_a_missing_stand_in_is_refused_before_any_training(tmp_path):
 def test_each_row_names_the_stand_in_whose_features_it_was_scored_on():
     base = {"fid": 1.0, "precision": 0.5, "recall": 0.5, "two_sample_accuracy": 0.9, "memorisation": {"share_copied": 0.0}}
     scores = {"fid": 2.0, "precision": 0.1, "recall": 0.2, "two_sample_accuracy": 0.8}
-    named = flat_quality(base | {"standin": {"checkpoint": "a/standin.pth", "sha256": "ef215f12a162" + "0" * 52, **scores}})
-    assert named["standin"] == "ef215f12a162" and named["standin_fid"] == 2.0
+    named = flat_quality(base | {"standin": {"checkpoint": "a/standin.pth", "sha256": "ef215f12a162" + "0" * 52, **scores,
+                                             "two_sample_ci95": [0.7, 0.9]}})
+    assert named["standin"] == "ef215f12a162" and named["standin_fid"] == 2.0 and named["standin_two_sample_ci95"] == [0.7, 0.9]
     assert flat_quality(base | {"standin": {"checkpoint": "a/standin.pth", **scores}})["standin"] == "unrecorded"  # older reports
     assert flat_quality(base)["standin"] is None and flat_quality(base)["standin_fid"] is None

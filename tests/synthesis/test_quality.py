@@ -8,7 +8,7 @@ from monai.data import Dataset
 
 from tskd_components.data import load_datalist
 from tskd_components.synthesis.diffusion import diffusion_preprocessing, synthesis_datalist
-from tskd_components.synthesis.quality import frechet_distance, knn_precision_recall, memorisation, two_sample_accuracy
+from tskd_components.synthesis.quality import frechet_distance, knn_precision_recall, memorisation, two_sample_accuracy, two_sample_interval
 from tskd_components.synthesis.report import feature_network, features
 
 
@@ -32,6 +32,13 @@ def test_two_sample_test_reads_chance_for_one_distribution_and_certainty_for_two
     a, b = torch.randn(300, 16, generator=g), torch.randn(300, 16, generator=g)
     assert 0.4 <= two_sample_accuracy(a, b) <= 0.6
     assert two_sample_accuracy(a, b + 1.5) >= 0.95
+
+
+def test_two_sample_interval_says_when_64_samples_cannot_tell_a_goal_from_a_miss():
+    low, high = two_sample_interval(0.859375, 64)  # 55 of 64 held-out images right: hc18's pool_then_target
+    assert 0.75 < low < 0.77 and 0.92 < high < 0.94  # the 0.80 goal lies inside: 64 samples cannot settle it
+    low, high = two_sample_interval(0.75, 1000)
+    assert 0.72 < low < 0.75 < high < 0.78  # many samples: narrow
 
 
 def test_two_sample_test_on_images_halves_of_the_real_set_and_noise(hc18):

@@ -107,3 +107,14 @@ def test_quality_report_writes_grid_histograms_fid_and_the_memorisation_check(hc
     assert report["memorisation"]["share_copied"] == 0 and same["memorisation"]["share_copied"] == 1  # copies of the real set
     assert same["recall"] == 1.0 and report["two_sample_accuracy"] > same["two_sample_accuracy"]
     assert (tmp_path / "samples_grid.png").is_file() and (tmp_path / "histograms.png").is_file()
+
+
+def test_quality_report_on_stand_in_features_names_the_stand_in_and_bounds_the_two_sample_test(hc18, tmp_path):
+    from tskd_components.foundation import build_promptable_sam, save_standin
+
+    save_standin(build_promptable_sam("tiny", 64), tmp_path / "standin", {"sam_variant": "tiny", "image_size": 64, "pool": ["x"], "steps": 0})
+    report = quality_report(real_batch(hc18, 12), torch.rand(10, 1, 32, 32) * 2 - 1, tmp_path / "q", standin_checkpoint=tmp_path / "standin" / "standin.pth")
+    standin = report["standin"]
+    assert standin["sha256"] == json.loads((tmp_path / "standin" / "standin.json").read_text())["sha256"]
+    low, high = standin["two_sample_ci95"]
+    assert standin["two_sample_held_out"] == 10 and low <= standin["two_sample_accuracy"] <= high and high - low > 0.2  # 10 images: wide

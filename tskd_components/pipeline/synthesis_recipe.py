@@ -35,7 +35,7 @@ ARMS = ("today", "target_long", "pool_then_target", "colour_pool_then_target")
 # --batch-size 16`, 2026-11-27), the issue's 60-minute budget on 2 cores. gpu (gpu.json: 128 px, a wider and deeper
 # UNet, batch 32): ~14x the images seen; not yet timed on a GPU, so its budget is a choice, not a measurement
 PRESET_STEPS = {"cpu": (1400, 800), "gpu": (10000, 5000)}
-REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "fid", "precision", "recall",
+REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "standin_two_sample_ci95", "fid", "precision", "recall",
             "two_sample_accuracy", "memorised_share")
 
 
@@ -44,7 +44,7 @@ def flat_quality(quality: dict) -> dict:
     standin = quality.get("standin", {})
     sha = standin.get("sha256") or ("unrecorded" if standin else None)  # reports before 2026-11-29 do not name it
     return {"standin": sha[:12] if sha else None, **{k: quality[k] for k in ("fid", "precision", "recall", "two_sample_accuracy")},
-            **{f"standin_{k}": standin.get(k) for k in ("fid", "precision", "recall", "two_sample_accuracy")},
+            **{f"standin_{k}": standin.get(k) for k in ("fid", "precision", "recall", "two_sample_accuracy", "two_sample_ci95")},
             "memorised_share": quality["memorisation"]["share_copied"]}
 
 
@@ -135,17 +135,26 @@ class SynthesisRecipe:
         return write_markdown(out / "recipe.md", self.target.name, [p.name for p in self.pool], rows)
 
 
+def cell(value: Any) -> str:
+    """A recipe.md table cell: floats to 3 decimals, an interval as [low, high], ``None`` as n/a."""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{v:.2f}" for v in value) + "]"
+    return "n/a" if value is None else str(value)
+
+
 def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str, dict]) -> Path:
     columns = ["epochs", "train_seconds", "standin", *REPORTED]
     lines = [f"# Synthesis recipes for {target} (pool: {', '.join(pool)})", "",
              "Metrics of each arm's samples against the target's training images (`quality/quality.json` of each run); "
              "`standin_*` on the foundation stand-in's image-encoder features (`standin`: its SHA-256; compare those "
              "columns only between rows of one stand-in), the others on random ResNet-18 features. "
-             "Two-sample accuracy 0.5 = indistinguishable; `memorised_share` = synthetic images above 0.8 SSIM to their "
+             "Two-sample accuracy 0.5 = indistinguishable (`_ci95`: its Wilson interval over the held-out images); `memorised_share` = synthetic images above 0.8 SSIM to their "
              "nearest training image. `*pool_then_target` seconds include the pool pre-training.", "",
              "| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for arm, row in rows.items():
-        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else ("n/a" if row[c] is None else str(row[c])) for c in columns]
+        cells = [cell(row[c]) for c in columns]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     missing = [arm for arm in ARMS if arm not in rows]
     lines += ["", f"Not finished yet: {', '.join(missing)}."] if missing else []

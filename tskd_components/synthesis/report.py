@@ -20,6 +20,7 @@ from .quality import (
     knn_precision_recall,
     memorisation,
     two_sample_accuracy,
+    two_sample_interval,
 )
 
 
@@ -90,7 +91,9 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
         encoder = StandinFeatures(standin_checkpoint)
         real_f, synth_f = encoder(real), encoder(synthetic)
         report["standin"] = {"checkpoint": str(standin_checkpoint), "sha256": encoder.sha256, "fid": frechet_distance(real_f, synth_f),
-                             **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
+                             **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f),
+                             "two_sample_held_out": min(len(real), len(synthetic))}
+        report["standin"]["two_sample_ci95"] = two_sample_interval(report["standin"]["two_sample_accuracy"], report["standin"]["two_sample_held_out"])
     copies = memorisation(synthetic, real, synth_f, real_f)  # real = the training images the model learned from
     report["memorisation"] = {k: copies[k] for k in ("ssim_threshold", "share_copied", "copied")} | {"max_ssim": max(copies["ssim"])}
     write_json(out / "quality.json", report)
