@@ -5,8 +5,8 @@ of quantized ops and both formats, in one process, with the per-op time of fp32 
 
 Random weights, calibrated on 16 images of the in-repo HC18 sample; each model is exported at a fixed batch size
 (``--batch-size``: 1 is an interactive request, 8 a folder of images at once), latencies are per image.
-Each latency is the median of ``--rounds``
-interleaved rounds (each the median of ``--repeats`` runs), so drifting background load hits every model alike.
+Each latency is the median of ``--rounds`` interleaved rounds (each the median of ``--repeats`` runs), so drifting
+background load hits every model alike.
 ``argmax agreement`` is the share of pixels whose class matches the fp32 model's on a held-out image.
 """
 
