@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import SAMPLE
 from tskd_components.pipeline.synthesis_recipe import ARMS, SynthesisRecipe, flat_quality
+from tskd_components.synthesis.colour import SAMPLES_MATCHED, SAMPLES_RAW
 
 TINY = {"block_out_channels": [16, 32], "attention_levels": [False, True]}
 
@@ -19,13 +20,13 @@ def test_recipes_run_compare_and_resume(small_copy, tmp_path, capsys):
         SynthesisRecipe(**settings, arms=["latent"])
     # one process's share of the arms: the comparison holds what has finished and names the rest
     md = SynthesisRecipe(**settings, arms=["today"]).run()
-    assert list(json.loads((md.parent / "recipe.json").read_text())["arms"]) == ["today"]
+    assert list(json.loads((md.parent / "recipe.json").read_text())["arms"]) == ["today", "today, matched samples"]
     assert "Not finished yet: target_long, pool_then_target, colour_pool_then_target." in md.read_text() and not (md.parent / "pool").exists()
     recipe = SynthesisRecipe(**settings)
     md = recipe.run()
     assert "Not finished yet" not in md.read_text()
     summary = json.loads((md.parent / "recipe.json").read_text())
-    assert list(summary["arms"]) == list(ARMS) and summary["pool"] == ["other_pool"]
+    assert list(summary["arms"]) == [row for arm in ARMS for row in (arm, f"{arm}, matched samples")] and summary["pool"] == ["other_pool"]
     # 24 target training images = 3 steps per epoch; the pool's 4 = 1 step per epoch
     assert [summary["arms"][a]["epochs"] for a in ARMS] == [1, 2, 1, 1]
     pool_stage = json.loads((md.parent / "pool" / "stage.json").read_text())
@@ -41,9 +42,16 @@ def test_recipes_run_compare_and_resume(small_copy, tmp_path, capsys):
     seconds = [json.loads((md.parent / arm / "stage.json").read_text())["seconds"] for arm in ("pool", "pool_then_target")]
     assert row["train_seconds"] == sum(seconds) and row["standin_fid"] is None and row["fid"] > 0
     assert "| pool_then_target |" in md.read_text()
+    # each arm's samples matched to the target's statistics: its own report of the same model, at the same cost
+    matched = json.loads((md.parent / "pool_then_target" / "matched_samples" / "quality" / "quality.json").read_text())
+    plain = json.loads((md.parent / "pool_then_target" / "run" / "quality" / "quality.json").read_text())
+    assert (matched["samples"], plain["samples"]) == (SAMPLES_MATCHED, SAMPLES_RAW) and matched["fid"] != plain["fid"]
+    assert summary["arms"]["pool_then_target, matched samples"]["train_seconds"] == row["train_seconds"]
     capsys.readouterr()
     recipe.run()  # every stage is done: nothing runs again
-    assert capsys.readouterr().out.count("[skip]") == 6
+    assert capsys.readouterr().out.count("[skip]") == 10
+    SynthesisRecipe(**settings, arms=["today"], match_samples=False).run()
+    assert capsys.readouterr().out.count("[skip]") == 1
 
 
 def test_the_target_in_the_pool_is_refused_in_one_line(tmp_path, capsys):

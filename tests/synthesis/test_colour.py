@@ -11,6 +11,8 @@ from tskd_components.synthesis import (
     channel_statistics,
     colour_matched,
     diffusion_preprocessing,
+    match_channel_statistics,
+    match_target_statistics,
     synthesis_datalist,
 )
 from tskd_components.synthesis.colour import REFERENCE_MEAN, REFERENCE_STD
@@ -67,3 +69,31 @@ def test_a_pool_takes_the_colours_of_the_target_training_images_only(sample_data
     assert matched.flatten().std().item() == pytest.approx(items[0][REFERENCE_STD][0], abs=0.02)
     with pytest.raises(ValueError, match="include .* own images; set a pool"):
         synthesis_datalist(target, colour_match=True, image_size=16)
+
+
+def test_samples_take_the_statistics_of_the_target_training_images(sample_dataset, small_copy):
+    target = small_copy(sample_dataset, n=3)
+    pre = diffusion_preprocessing(16, 1, augment=False)
+    train = channel_statistics([pre(dict(item))["image"] for item in synthesis_datalist(target)])
+    test = channel_statistics([pre({"id": i, "image": str(target / "images" / f"{i}.png")})["image"] for i in read_split(target)["test"]])
+    # two-level samples, ~20% bright like the ultrasound images (so that no value is clipped after matching), each its
+    # own pattern: 6 samples over 3 training images
+    samples = (torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0)) > 0.8).float() * 0.4 - 0.3
+    matched = match_target_statistics(samples, target, seed=0)
+    got = channel_statistics(matched)
+    # each sample has one training image's mean and std (not a test image's) and keeps its own pattern; every
+    # training image serves twice
+    nearest = [int(np.abs(train[:, 0, 0] - m).argmin()) for m in got[:, 0, 0]]
+    assert np.allclose(got, train[nearest], atol=1e-5) and sorted(np.bincount(nearest).tolist()) == [2, 2, 2]
+    assert not {round(m, 4) for m in got[:, 0, 0]} & {round(m, 4) for m in test[:, 0, 0]}
+    assert all(torch.equal(m > m.mean(), s > s.mean()) for m, s in zip(matched, samples))
+    assert torch.equal(matched, match_target_statistics(samples, target, seed=0))
+    assert not torch.equal(matched, match_target_statistics(samples, target, seed=1))
+    flat = match_target_statistics(torch.zeros(2, 1, 16, 16), target, seed=0)  # a flat sample stays flat, at a training mean
+    assert flat.flatten(1).std(1).max().item() == 0.0
+
+
+def test_channel_matching_is_one_function_for_pool_images_and_samples():
+    img = torch.linspace(-1, 1, 48).view(3, 4, 4)
+    by_transform = MatchChannelStatsd("image")({"image": img, REFERENCE_MEAN: [0.1, 0.2, 0.3], REFERENCE_STD: [0.2, 0.1, 0.05]})["image"]
+    assert torch.equal(by_transform, match_channel_statistics(img, [0.1, 0.2, 0.3], [0.2, 0.1, 0.05]))

@@ -21,6 +21,7 @@ from tskd_components.synthesis import (
     save_unet,
     synthesis_datalist,
 )
+from tskd_components.synthesis.colour import SAMPLES_MATCHED, SAMPLES_RAW
 from tskd_components.utils.weights import file_digest
 
 
@@ -96,6 +97,24 @@ def test_transfer_set_reaches_the_target_size_with_a_manifest(sample_dataset, tm
         else:
             assert entry["seed"] == 2 and entry["model_sha256"] == file_digest(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors")
             assert np.array(Image.open(path)).shape == (32, 32)  # grey dataset -> grey PNGs
+
+
+def test_a_matched_transfer_set_gives_its_samples_the_training_images_statistics(sample_dataset, tmp_path):
+    save_unet(EMAWeights(tiny_unet()), DDPMScheduler(num_train_timesteps=1000), tmp_path / "model")
+    size = len(synthesis_datalist(sample_dataset)) + 4
+    raw = json.loads(build_transfer_set(sample_dataset, tmp_path / "model", tmp_path / "raw", size, steps=3, seed=2).read_text())
+    matched = json.loads(build_transfer_set(sample_dataset, tmp_path / "model", tmp_path / "matched", size, steps=3, seed=2,
+                                            match_statistics=True).read_text())
+    assert raw["synthetic_samples"] == SAMPLES_RAW and matched["synthetic_samples"] == SAMPLES_MATCHED
+    train_means = real_batch(sample_dataset, n=100).flatten(1).mean(1).numpy()
+
+    def synthetic_means(folder):  # PNG means in the model's [-1, 1] range (the reader's (W, H) order does not matter)
+        return np.array([np.asarray(Image.open(p), dtype=np.float64).mean() / 127.5 - 1 for p in sorted((folder / "images").glob("synthetic_*"))])
+
+    def farthest(means):  # the sample whose mean is farthest from every training image's
+        return np.abs(means[:, None] - train_means[None]).min(1).max()
+
+    assert farthest(synthetic_means(tmp_path / "matched")) < 0.01 < farthest(synthetic_means(tmp_path / "raw"))
 
 
 def test_quality_report_writes_grid_histograms_fid_and_the_memorisation_check(hc18, tmp_path):

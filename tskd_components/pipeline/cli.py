@@ -55,6 +55,8 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--synthesis-dir", default="", help="a `tskd synthesis` run folder: synthetic images come from its "
                         "<dataset>/<--synthesis-arm> model instead of one trained at the scale's settings")
     parser.add_argument("--synthesis-arm", default="pool_then_target", help="which recipe of --synthesis-dir (default: pool_then_target)")
+    parser.add_argument("--match-samples", action="store_true", help="synthetic images take the channel means / stds of one real "
+                        "training image each (the recipe's `<arm>, matched samples` rows)")
     parser.add_argument("--student", default="", help="registered student for the ViT student stages (default: the bundles', vit_tiny)")
     parser.add_argument("--decoder", default="", help="decoder of the student (default: the bundles', light); name a --variant with it")
     parser.add_argument("--image-size", type=int, default=0, help="student and teacher input size (0: the scale's); use a --run-dir of its own")
@@ -78,7 +80,7 @@ def _pool_args(parser: argparse.ArgumentParser, targets_help: str) -> None:
 def _spec_options(args: argparse.Namespace) -> dict:
     """The ExperimentSpec settings that :func:`_common_args` defines."""
     return dict(run_dir=Path(args.run_dir), scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
-                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, student_name=args.student, decoder=args.decoder,
+                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, match_samples=args.match_samples, student_name=args.student, decoder=args.decoder,
                 num_workers=args.num_workers, image_size=args.image_size or None, distill_steps=args.distill_steps)
 
 
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--ddim-steps", type=int, default=50)
     syn.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
                      help="arms this process runs (e.g. two processes of one thread: --arms today target_long / --arms pool_then_target)")
+    syn.add_argument("--no-matched-report", action="store_true", help="skip each arm's report of its samples matched to the "
+                     "target's channel statistics")
 
     pack = sub.add_parser("package", help="zip a fine-tuned student as a self-contained model-zoo bundle")
     pack.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
@@ -162,7 +166,7 @@ def study_specs(args: argparse.Namespace, datasets: list[Path]) -> list[Experime
     if args.name == "transfer-size":
         return [ExperimentSpec(**common, transfer_size=n, variant=f"transfer_{n:05d}") for n in args.values]
     return [ExperimentSpec(**common, transfer_size=0, variant="real_only")] + [
-        ExperimentSpec(**common, transfer_size=n, variant=f"synthetic_{n:05d}") for n in args.values]
+        ExperimentSpec(**common, transfer_size=n, variant=f"synthetic_{'matched_' if args.match_samples else ''}{n:05d}") for n in args.values]
 
 
 def run_foundation(args: argparse.Namespace) -> Path:
@@ -231,7 +235,8 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         recipe = SynthesisRecipe(run_dir=Path(args.run_dir), target=target, pool=resolve_pool(args.data_root, [*args.targets, target.name], args.pool),
                                  today_epochs=args.today_epochs, standin_checkpoint=args.standin_checkpoint, report_samples=args.samples,
                                  ddim_steps=args.ddim_steps, seed=args.seed, arms=args.arms, preset=args.preset, pool_steps=args.pool_steps,
-                                 target_steps=args.target_steps, image_size=args.image_size, batch_size=args.batch_size)
+                                 target_steps=args.target_steps, image_size=args.image_size, batch_size=args.batch_size,
+                                 match_samples=not args.no_matched_report)
         print(f"recipes: {recipe.run()}")
         return 0
     if args.command == "foundation":

@@ -19,7 +19,6 @@ from .scales import SCALES, Scale
 from .console import progress
 from .stages import Stage, configs_dir, pin_bundle_configs, student_choice, student_overrides
 from .stopping import stopping_rule
-
 from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary
 from ..engines.metrics import METRICS_FILE
@@ -56,6 +55,7 @@ class ExperimentSpec:
     variant: str = ""
     synthesis_dir: str = ""  # a `tskd synthesis` run folder: its <dataset>/<synthesis_arm> model makes the synthetic images
     synthesis_arm: str = "pool_then_target"
+    match_samples: bool = False  # synthetic images take a real image's channel statistics (set only then: old sets' signatures)
     student_name: str = ""  # a registered student and a decoder for every ViT student stage (default: the bundles')
     decoder: str = ""
     num_workers: int = 0  # data-loader workers of every stage (0: load in the training process, the bundles' default)
@@ -152,9 +152,9 @@ class Experiment:
         else:
             self._stage(Stage("synthesis", f"synthesis {name}", folder / "synthesis", "synthesis", synth, inputs=[Path(dataset)],
                               outputs=[model_dir / UNET_WEIGHTS]))
-        prefix = f"{self.spec.synthesis_arm}_" if self.spec.synthesis_dir else ""
+        prefix = (f"{self.spec.synthesis_arm}_" if self.spec.synthesis_dir else "") + ("matched_" if self.spec.match_samples else "")
         out = folder / f"{prefix}set_{self.spec.transfer_size}" / "transfer_set"
-        build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out)}
+        build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out), **({"match_samples": True} if self.spec.match_samples else {})}
         self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out.parent, "transfer_set",
                           build, inputs=[model_dir / UNET_WEIGHTS], outputs=[out / MANIFEST]))
         return out

@@ -36,6 +36,7 @@ BUNDLE_CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "foundation": ("tskd_sam_lora", ("pretrain.json",)),
     "synthesis": ("tskd_synthesis", ("train.json",)),
     "synthesis_gpu": ("tskd_synthesis", ("train.json", "gpu.json")),
+    "synthesis_report": ("tskd_synthesis", ("train.json", "report.json")),
     "transfer_set": ("tskd_synthesis", ("train.json", "build_transfer_set.json")),
     "mae": ("tskd_ssl_pretrain", ("train.json", "mae.json")),
     "mocov3": ("tskd_ssl_pretrain", ("train.json", "mocov3.json")),

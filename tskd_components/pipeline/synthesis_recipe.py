@@ -11,6 +11,10 @@ Arms (each trains ``bundles/tskd_synthesis`` and ends with its quality report ag
   target's training images (:mod:`tskd_components.synthesis.colour`), so the pool model already draws the target's
   colours.
 
+Each arm's samples are also reported after :func:`~tskd_components.synthesis.colour.match_target_statistics` (each
+sample takes the channel statistics of one of the target's training images), as a transfer set built with
+``match_samples`` holds them: a row ``<arm>, matched samples`` from a stage of its own (``<arm>/matched_samples``).
+
 ``recipe.md`` and ``recipe.json`` in ``<run_dir>/<target>/`` compare the arms' metrics (Fréchet distance and k-NN
 precision / recall on the stand-in's features and on random ResNet-18 features, classifier two-sample accuracy,
 memorisation share) and training seconds.
@@ -35,6 +39,7 @@ ARMS = ("today", "target_long", "pool_then_target", "colour_pool_then_target")
 # --batch-size 16`, 2026-11-27), the issue's 60-minute budget on 2 cores. gpu (gpu.json: 128 px, a wider and deeper
 # UNet, batch 32): ~14x the images seen; not yet timed on a GPU, so its budget is a choice, not a measurement
 PRESET_STEPS = {"cpu": (1400, 800), "gpu": (10000, 5000)}
+MATCHED = "matched_samples"  # an arm's sub-folder: the report of its samples matched to the target's statistics
 REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "standin_two_sample_ci95", "fid", "precision", "recall",
             "two_sample_accuracy", "memorised_share")
 
@@ -67,6 +72,7 @@ class SynthesisRecipe:
     overrides: Mapping[str, Any] = field(default_factory=dict)  # further settings of the bundle (e.g. block_out_channels)
     arms: Sequence[str] = ARMS  # the arms this process runs (two processes can share a run folder, one arm set each)
     preset: str = "cpu"  # "gpu": the bundle's gpu.json overlay and the GPU schedule
+    match_samples: bool = True  # each arm run also reports its samples after matching their statistics to the target's
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.arms) - set(ARMS))
@@ -106,6 +112,18 @@ class SynthesisRecipe:
               outputs=[folder / "run" / "model" / UNET_WEIGHTS, folder / "run" / "quality" / "quality.json"]).run()
         return folder
 
+    def _matched_report(self, arm: str) -> None:
+        """The quality report of ``arm``'s model with its samples matched to the target's channel statistics."""
+        from ..synthesis import UNET_WEIGHTS
+
+        model = Path(self.run_dir).resolve() / self.target.name / arm / "run" / "model"
+        folder = model.parents[1] / MATCHED
+        overrides = {"dataset_dir": str(self.target.resolve()), "model_dir": str(model), "output_dir": str(folder / "run"),
+                     "standin_checkpoint": self.standin_checkpoint, "report_samples": self.report_samples, "grid_count": 16,
+                     "ddim_steps": self.ddim_steps, "seed": self.seed, "match_samples": True}
+        Stage("synthesis report", f"synthesis {self.target.name} {arm}, matched samples", folder, "synthesis_report", overrides,
+              inputs=[model / UNET_WEIGHTS], outputs=[folder / "quality" / "quality.json"]).run()
+
     def run(self) -> Path:
         """Run the ``arms`` (done stages are skipped) and write the comparison of every arm finished so far (by this
         process or another one working on other arms of the same run folder); returns ``recipe.md``."""
@@ -123,14 +141,18 @@ class SynthesisRecipe:
         if "colour_pool_then_target" in self.arms:
             self._stage("pool_colour", self._epochs(self.pool_steps, self.pool), pool=self.pool, colour_match=True)
             self._stage("colour_pool_then_target", self._epochs(self.target_steps), initial=colour_pool / "run" / "model")
+        if self.match_samples:
+            for arm in [a for a in ARMS if a in self.arms]:
+                self._matched_report(arm)
         folders = {arm: out / arm for arm in ARMS if (out / arm / "stage.json").is_file()}
         rows = {}
         for arm, folder in folders.items():
-            quality = json.loads((folder / "run" / "quality" / "quality.json").read_text())
             pretraining = {"pool_then_target": [pool], "colour_pool_then_target": [colour_pool]}.get(arm, [])
             seconds = sum(json.loads((f / "stage.json").read_text())["seconds"] for f in [*pretraining, folder])
-            rows[arm] = {"epochs": json.loads((folder / "stage.json").read_text())["overrides"]["max_epochs"], "train_seconds": seconds,
-                         **flat_quality(quality)}
+            trained = {"epochs": json.loads((folder / "stage.json").read_text())["overrides"]["max_epochs"], "train_seconds": seconds}
+            rows[arm] = {**trained, **flat_quality(json.loads((folder / "run" / "quality" / "quality.json").read_text()))}
+            if (folder / MATCHED / "stage.json").is_file():
+                rows[f"{arm}, matched samples"] = {**trained, **flat_quality(json.loads((folder / MATCHED / "quality" / "quality.json").read_text()))}
         write_json(out / "recipe.json", {"target": self.target.name, "pool": [p.name for p in self.pool], "arms": rows})
         return write_markdown(out / "recipe.md", self.target.name, [p.name for p in self.pool], rows)
 
@@ -151,7 +173,8 @@ def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str,
              "`standin_*` on the foundation stand-in's image-encoder features (`standin`: its SHA-256; compare those "
              "columns only between rows of one stand-in), the others on random ResNet-18 features. "
              "Two-sample accuracy 0.5 = indistinguishable (`_ci95`: its Wilson interval over the held-out images); `memorised_share` = synthetic images above 0.8 SSIM to their "
-             "nearest training image. `*pool_then_target` seconds include the pool pre-training.", "",
+             "nearest training image. `*pool_then_target` seconds include the pool pre-training. `<arm>, matched samples`: the same "
+             "model's samples, each given the channel means / stds of one training image (training cost unchanged).", "",
              "| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for arm, row in rows.items():
         cells = [cell(row[c]) for c in columns]

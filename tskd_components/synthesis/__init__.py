@@ -1,6 +1,6 @@
 """Diffusion synthesis of transfer-set images (diffusers), transfer-set builder and quality report."""
 
-from .colour import MatchChannelStatsd, assign_references, channel_statistics, colour_matched
+from .colour import MatchChannelStatsd, assign_references, channel_statistics, colour_matched, match_channel_statistics, match_target_statistics
 from .diffusion import (
     UNET_WEIGHTS,
     DiffusionStep,

@@ -5,6 +5,10 @@ colours (and grey levels) and target fine-tuning only has to move shapes and tex
 Why: pre-trained on the raw pool (fundus, colonoscopy, CT) and fine-tuned for 801 steps on ph2, the model keeps the
 dermatoscope's round field but paints it green, blue or purple (``docs/results/synthesis``); the pool's colour
 statistics survive fine-tuning.
+
+The same matching applies to the samples themselves (:func:`match_target_statistics`): each synthetic image takes the
+channel statistics of one target training image, drawn as for the pool. Structure stays the model's; only six
+numbers per colour image (two per grey one) come from the real image.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from monai.data import Dataset
 from monai.transforms import MapTransform
 
 REFERENCE_MEAN, REFERENCE_STD = "reference_mean", "reference_std"  # datalist keys: the statistics an image is matched to
+# how a set of synthetic images was made, as quality reports and transfer-set manifests record it
+SAMPLES_RAW = "DDIM samples as drawn"
+SAMPLES_MATCHED = "DDIM samples, each given the channel statistics of one training image (match_target_statistics)"
+FLAT = 1e-4  # a channel with a smaller standard deviation (in the [-1, 1] range) is flat: it takes the reference mean
 
 
 def channel_statistics(images: torch.Tensor | Sequence[torch.Tensor]) -> np.ndarray:
@@ -48,9 +56,7 @@ class MatchChannelStatsd(MapTransform):
     """Give each channel of the image the item's ``REFERENCE_MEAN`` / ``REFERENCE_STD`` (standardise the image's own
     channel, rescale, shift), clipped to ``[minv, maxv]``. Items without reference statistics pass unchanged, so one
     pipeline serves both the pool (matched) and the target (as it is). A channel flatter than ``FLAT`` (std in the
-    [-1, 1] range) becomes the reference mean, not amplified rounding noise."""
-
-    FLAT = 1e-4
+    [-1, 1] range) becomes the reference mean, not amplified rounding noise (:func:`match_channel_statistics`)."""
 
     def __init__(self, keys: KeysCollection, minv: float = -1.0, maxv: float = 1.0, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -61,19 +67,37 @@ class MatchChannelStatsd(MapTransform):
         if REFERENCE_MEAN not in d:
             return d
         for key in self.key_iterator(d):
-            img = d[key]
-            shape = (img.shape[0],) + (1,) * (img.ndim - 1)
-            if len(d[REFERENCE_MEAN]) != img.shape[0]:
-                raise ValueError(f"{d.get('id', key)}: {img.shape[0]} channels but reference statistics for {len(d[REFERENCE_MEAN])}; "
+            if len(d[REFERENCE_MEAN]) != d[key].shape[0]:
+                raise ValueError(f"{d.get('id', key)}: {d[key].shape[0]} channels but reference statistics for {len(d[REFERENCE_MEAN])}; "
                                  "take the references from a target with as many channels as the model")
-            mean = torch.as_tensor(d[REFERENCE_MEAN], dtype=img.dtype).view(shape)
-            std = torch.as_tensor(d[REFERENCE_STD], dtype=img.dtype).view(shape)
-            flat = img.flatten(1)
-            own_mean = flat.mean(1).view(shape)
-            own_std = flat.std(1).view(shape)
-            gain = torch.where(own_std > self.FLAT, std / own_std.clamp_min(self.FLAT), torch.zeros_like(std))  # flat: the mean
-            d[key] = ((img - own_mean) * gain + mean).clamp(self.minv, self.maxv)
+            d[key] = match_channel_statistics(d[key], d[REFERENCE_MEAN], d[REFERENCE_STD], self.minv, self.maxv)
         return d
+
+
+def match_channel_statistics(img: torch.Tensor, mean: Sequence[float], std: Sequence[float], minv: float = -1.0, maxv: float = 1.0,
+                             flat: float = FLAT) -> torch.Tensor:
+    """(C, ...) image with channel means ``mean`` and standard deviations ``std`` (standardise each channel, rescale,
+    shift), clipped to ``[minv, maxv]``; a channel flatter than ``flat`` becomes the reference mean."""
+    shape = (img.shape[0],) + (1,) * (img.ndim - 1)
+    mean = torch.as_tensor(mean, dtype=img.dtype).view(shape)
+    std = torch.as_tensor(std, dtype=img.dtype).view(shape)
+    own = img.flatten(1)
+    own_mean, own_std = own.mean(1).view(shape), own.std(1).view(shape)
+    gain = torch.where(own_std > flat, std / own_std.clamp_min(flat), torch.zeros_like(std))
+    return ((img - own_mean) * gain + mean).clamp(minv, maxv)
+
+
+def match_target_statistics(images: torch.Tensor, target_dir: str | Path, seed: int = 0) -> torch.Tensor:
+    """Synthetic (N, C, S, S) images in [-1, 1], each given the channel statistics of one of ``target_dir``'s training
+    images (never its test split) at the images' size: every training image serves about equally often, drawn with
+    ``seed`` (:func:`assign_references`). A model whose layout is right but whose colours drift (ph2's pool-pre-trained
+    models paint skin blue or green) then draws the target's colours."""
+    from .diffusion import diffusion_preprocessing, synthesis_datalist
+
+    statistics = target_statistics(synthesis_datalist(target_dir), diffusion_preprocessing(images.shape[-1], images.shape[1], augment=False))
+    references = assign_references([{"index": i} for i in range(len(images))], statistics, seed)
+    return torch.stack([match_channel_statistics(img, ref[REFERENCE_MEAN], ref[REFERENCE_STD])
+                        for img, ref in zip(images, references)])
 
 
 def colour_matched(pool_items: Sequence[Mapping[str, Any]], target_dir: str | Path, image_size: int, channels: int,

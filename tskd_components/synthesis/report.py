@@ -13,6 +13,7 @@ from torchvision.models import resnet18
 
 from ..utils.io import write_json
 from ..utils.weights import read_state_dict
+from .colour import SAMPLES_MATCHED, SAMPLES_RAW, match_target_statistics
 from .diffusion import to_uint8
 from .quality import (
     StandinFeatures,
@@ -50,10 +51,11 @@ def features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -
 
 
 def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str | Path, feature_weights: str | Path | None = None,
-                   grid_count: int = 8, standin_checkpoint: str | Path | None = None) -> dict:
+                   grid_count: int = 8, standin_checkpoint: str | Path | None = None, samples: str = "") -> dict:
     """Write ``samples_grid.png``, ``histograms.png`` and ``quality.json``: Frechet distance, k-NN precision /
     recall and the two-sample test's accuracy on ResNet-18 features (and on the stand-in encoder's, given its
-    checkpoint), and the memorisation check of the synthetic images against ``real`` (the training images)."""
+    checkpoint), and the memorisation check of the synthetic images against ``real`` (the training images).
+    ``samples``: how the synthetic images were made, recorded in the report (e.g. :data:`SAMPLES_MATCHED`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +86,7 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
 
     net, description = feature_network(feature_weights)
     real_f, synth_f = features(net, real), features(net, synthetic)
-    report = {"fid": frechet_distance(real_f, synth_f), "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
+    report = {**({"samples": samples} if samples else {}), "fid": frechet_distance(real_f, synth_f), "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
               "grid": "samples_grid.png", "histograms": "histograms.png", **knn_precision_recall(real_f, synth_f),
               "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
     if standin_checkpoint:  # the features that know medical images: the foundation stand-in's encoder
@@ -102,9 +104,12 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
 
 def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, num_samples: int = 32,
                      steps: int = 50, seed: int = 0, feature_weights: str | Path | None = None,
-                     standin_checkpoint: str | Path | None = None, grid_count: int = 8) -> dict:
+                     standin_checkpoint: str | Path | None = None, grid_count: int = 8, match_statistics: bool = False) -> dict:
     """Sample ``num_samples`` images from the model in ``model_dir`` and report on them against the real
-    training images of ``dataset_dir`` at the model's resolution (``grid_count`` of each in the grid)."""
+    training images of ``dataset_dir`` at the model's resolution (``grid_count`` of each in the grid).
+    ``match_statistics``: the samples first take the channel statistics of the training images
+    (:func:`~tskd_components.synthesis.colour.match_target_statistics`, drawn with ``seed``), as a transfer set
+    built with it would."""
     from monai.data import Dataset
 
     from .diffusion import (
@@ -118,6 +123,9 @@ def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir:
     pre = diffusion_preprocessing(unet.config.sample_size, unet.config.in_channels, augment=False)
     real = torch.stack([item["image"] for item in Dataset(synthesis_datalist(dataset_dir), pre)])
     synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed)
-    report = quality_report(real, synthetic, output_dir, feature_weights, grid_count=grid_count, standin_checkpoint=standin_checkpoint)
+    if match_statistics:
+        synthetic = match_target_statistics(synthetic, dataset_dir, seed)
+    report = quality_report(real, synthetic, output_dir, feature_weights, grid_count=grid_count, standin_checkpoint=standin_checkpoint,
+                            samples=SAMPLES_MATCHED if match_statistics else SAMPLES_RAW)
     print(json.dumps(report, indent=1))
     return report

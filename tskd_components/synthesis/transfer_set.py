@@ -9,18 +9,21 @@ from pathlib import Path
 
 from ..utils.io import write_json
 from ..utils.weights import file_digest
+from .colour import SAMPLES_MATCHED, SAMPLES_RAW, match_target_statistics
 from .diffusion import UNET_WEIGHTS, assert_no_test_images, load_unet, sample, synthesis_datalist, write_pngs
 
 MANIFEST = "manifest.json"
 
 
 def build_transfer_set(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, target_size: int,
-                       steps: int = 50, batch_size: int = 8, seed: int = 0) -> Path:
+                       steps: int = 50, batch_size: int = 8, seed: int = 0, match_statistics: bool = False) -> Path:
     """Write ``output_dir/images`` and ``output_dir/manifest.json``; returns the manifest path.
 
     Real images are the dataset's train split (never test); synthetic images fill the rest with DDIM samples of
     the model in ``model_dir``, drawn with ``seed``. A target below the number of real images keeps the first
-    ``target_size`` real images (sorted ids) and warns.
+    ``target_size`` real images (sorted ids) and warns. ``match_statistics``: each synthetic image takes the channel
+    statistics of one real training image (:func:`~tskd_components.synthesis.colour.match_target_statistics`, drawn
+    with ``seed``); the manifest records it.
     """
     out = Path(output_dir)
     images_dir = out / "images"
@@ -40,9 +43,11 @@ def build_transfer_set(dataset_dir: str | Path, model_dir: str | Path, output_di
         unet, scheduler_config = load_unet(model_dir)
         model_hash = file_digest(Path(model_dir) / UNET_WEIGHTS)
         images = sample(unet, scheduler_config, num_synthetic, steps, batch_size, seed)
+        if match_statistics:
+            images = match_target_statistics(images, dataset_dir, seed)
         for i, path in enumerate(write_pngs(images, images_dir)):
             entries.append({"file": f"images/{path.name}", "source": "synthetic", "seed": seed, "index": i,
                             "ddim_steps": steps, "model_sha256": model_hash, "sha256": file_digest(path)})
     manifest = {"dataset_dir": str(dataset_dir), "target_size": target_size, "num_real": len(real), "num_synthetic": max(num_synthetic, 0),
-                "images": entries}
+                "synthetic_samples": SAMPLES_MATCHED if match_statistics else SAMPLES_RAW, "images": entries}
     return write_json(out / MANIFEST, manifest)
