@@ -88,6 +88,7 @@ def test_samples_take_the_statistics_of_the_target_training_images(sample_datase
     assert not {round(m, 4) for m in got[:, 0, 0]} & {round(m, 4) for m in test[:, 0, 0]}
     assert all(torch.equal(m > m.mean(), s > s.mean()) for m, s in zip(matched, samples))
     assert torch.equal(matched, match_target_statistics(samples, target, seed=0))
+    assert torch.equal(matched, match_target_statistics(samples, target, seed=0, statistics=train))  # statistics the caller has
     assert not torch.equal(matched, match_target_statistics(samples, target, seed=1))
     flat = match_target_statistics(torch.zeros(2, 1, 16, 16), target, seed=0)  # a flat sample stays flat, at a training mean
     assert flat.flatten(1).std(1).max().item() == 0.0 and np.isin(flat.flatten(1)[:, 0].numpy(), train[:, 0, 0].astype(np.float32)).all()

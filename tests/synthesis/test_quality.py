@@ -8,7 +8,7 @@ from monai.data import Dataset
 
 from tskd_components.data import load_datalist
 from tskd_components.synthesis.diffusion import diffusion_preprocessing, synthesis_datalist
-from tskd_components.synthesis.quality import frechet_distance, knn_precision_recall, memorisation, two_sample_accuracy, two_sample_interval
+from tskd_components.synthesis.quality import frechet_distance, frechet_floor, knn_precision_recall, memorisation, two_sample_accuracy, two_sample_interval
 from tskd_components.synthesis.report import feature_network, features
 
 
@@ -62,6 +62,16 @@ def test_precision_recall_and_frechet_distance_separate_matching_from_shifted_se
     assert far["precision"] < 0.1 and far["recall"] < 0.1
     assert frechet_distance(real, same) < 1.0
     assert frechet_distance(real, shifted) == pytest.approx(8 * 3**2, rel=0.2)  # a mean shift of 3 in 8 dimensions
+
+
+def test_frechet_floor_is_the_distance_real_images_score_at_that_sample_size():
+    g = torch.Generator().manual_seed(2)
+    many, few = torch.randn(400, 16, generator=g), torch.randn(40, 16, generator=g)
+    assert frechet_floor(many) < 1.0 < frechet_floor(few)  # 20 per half in 16 dimensions: the fits alone keep it above 0
+    assert frechet_floor(few) < frechet_distance(few, torch.randn(40, 16, generator=g) + 1.5)  # a shifted set scores above it
+    assert frechet_floor(few, seed=3) == frechet_floor(few, seed=3) != frechet_floor(few, seed=4)
+    with pytest.raises(ValueError, match="at least 4"):
+        frechet_floor(few[:3])
 
 
 def test_standin_features_come_from_the_stand_in_encoder(tmp_path):

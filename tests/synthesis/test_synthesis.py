@@ -137,3 +137,4 @@ def test_quality_report_on_stand_in_features_names_the_stand_in_and_bounds_the_t
     assert standin["sha256"] == json.loads((tmp_path / "standin" / "standin.json").read_text())["sha256"]
     low, high = standin["two_sample_ci95"]
     assert standin["two_sample_held_out"] == 10 and low <= standin["two_sample_accuracy"] <= high and high - low > 0.2  # 10 images: wide
+    assert 0 < standin["fid_floor"] and 0 < report["fid_floor"] < report["fid"]  # two halves of the real images score below noise

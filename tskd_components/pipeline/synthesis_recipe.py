@@ -40,7 +40,7 @@ ARMS = ("today", "target_long", "pool_then_target", "colour_pool_then_target")
 # UNet, batch 32): ~14x the images seen; not yet timed on a GPU, so its budget is a choice, not a measurement
 PRESET_STEPS = {"cpu": (1400, 800), "gpu": (10000, 5000)}
 MATCHED = "matched_samples"  # an arm's sub-folder: the report of its samples matched to the target's statistics
-REPORTED = ("standin_fid", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "standin_two_sample_ci95", "fid", "precision", "recall",
+REPORTED = ("standin_fid", "standin_fid_floor", "standin_precision", "standin_recall", "standin_two_sample_accuracy", "standin_two_sample_ci95", "fid", "precision", "recall",
             "two_sample_accuracy", "memorised_share")
 
 
@@ -49,7 +49,7 @@ def flat_quality(quality: dict) -> dict:
     standin = quality.get("standin", {})
     sha = standin.get("sha256") or ("unrecorded" if standin else None)  # reports before 2026-11-29 do not name it
     return {"standin": sha[:12] if sha else None, **{k: quality[k] for k in ("fid", "precision", "recall", "two_sample_accuracy")},
-            **{f"standin_{k}": standin.get(k) for k in ("fid", "precision", "recall", "two_sample_accuracy", "two_sample_ci95")},
+            **{f"standin_{k}": standin.get(k) for k in ("fid", "fid_floor", "precision", "recall", "two_sample_accuracy", "two_sample_ci95")},
             "memorised_share": quality["memorisation"]["share_copied"]}
 
 
@@ -171,7 +171,8 @@ def write_markdown(path: Path, target: str, pool: Sequence[str], rows: dict[str,
     lines = [f"# Synthesis recipes for {target} (pool: {', '.join(pool)})", "",
              "Metrics of each arm's samples against the target's training images (`quality/quality.json` of each run); "
              "`standin_*` on the foundation stand-in's image-encoder features (`standin`: its SHA-256; compare those "
-             "columns only between rows of one stand-in), the others on random ResNet-18 features. "
+             "columns only between rows of one stand-in), the others on random ResNet-18 features; `standin_fid_floor`: the "
+             "distance between two halves of the training images, what real images would score (empty in reports before it existed). "
              "Two-sample accuracy 0.5 = indistinguishable (`_ci95`: its Wilson interval over the held-out images); `memorised_share` = synthetic images above 0.8 SSIM to their "
              "nearest training image. `*pool_then_target` seconds include the pool pre-training. `<arm>, matched samples`: the same "
              "model's samples, each given the channel means / stds of one training image (training cost unchanged).", "",

@@ -87,14 +87,21 @@ def match_channel_statistics(img: torch.Tensor, mean: Sequence[float], std: Sequ
     return ((img - own_mean) * gain + mean).clamp(minv, maxv)
 
 
-def match_target_statistics(images: torch.Tensor, target_dir: str | Path, seed: int = 0) -> torch.Tensor:
+def samples_description(matched: bool) -> str:
+    """How a set of synthetic images was made, as quality reports and transfer-set manifests record it."""
+    return SAMPLES_MATCHED if matched else SAMPLES_RAW
+
+
+def match_target_statistics(images: torch.Tensor, target_dir: str | Path, seed: int = 0, statistics: np.ndarray | None = None) -> torch.Tensor:
     """Synthetic (N, C, S, S) images in [-1, 1], each given the channel statistics of one of ``target_dir``'s training
     images (never its test split) at the images' size: every training image serves about equally often, drawn with
     ``seed`` (:func:`assign_references`). A model whose layout is right but whose colours drift (ph2's pool-pre-trained
-    models paint skin blue or green) then draws the target's colours."""
+    models paint skin blue or green) then draws the target's colours. ``statistics``: the training images'
+    :func:`channel_statistics` when the caller has them at the images' size already (read from ``target_dir`` if not)."""
     from .diffusion import diffusion_preprocessing, synthesis_datalist
 
-    statistics = target_statistics(synthesis_datalist(target_dir), diffusion_preprocessing(images.shape[-1], images.shape[1], augment=False))
+    if statistics is None:
+        statistics = target_statistics(synthesis_datalist(target_dir), diffusion_preprocessing(images.shape[-1], images.shape[1], augment=False))
     references = assign_references([{"index": i} for i in range(len(images))], statistics, seed)
     return torch.stack([match_channel_statistics(img, ref[REFERENCE_MEAN], ref[REFERENCE_STD])
                         for img, ref in zip(images, references)])

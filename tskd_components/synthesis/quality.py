@@ -61,6 +61,17 @@ def frechet_distance(real: torch.Tensor, synthetic: torch.Tensor) -> float:
     return float(FIDMetric()(synthetic.double(), real.double()))
 
 
+def frechet_floor(real: torch.Tensor, seed: int = 0) -> float:
+    """Frechet distance between two random halves of the real features (N, D): what a generator that drew real
+    images would score at about this sample size. A synthetic set's distance reads against it, not against 0
+    (with tens of images per side the Gaussian fits alone keep it well above 0)."""
+    if len(real) < 4:
+        raise ValueError(f"{len(real)} real images; the Frechet floor needs at least 4 (two halves of 2)")
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+    half = len(real) // 2
+    return frechet_distance(real[order[:half]], real[order[half:2 * half]])
+
+
 def knn_precision_recall(real: torch.Tensor, synthetic: torch.Tensor, k: int = 3) -> dict[str, float]:
     """Improved precision and recall (Kynkaanniemi et al., 2019): precision = share of synthetic features inside
     the union of the real features' k-NN balls (realism); recall = share of real features inside the synthetic

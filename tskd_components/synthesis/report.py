@@ -13,11 +13,12 @@ from torchvision.models import resnet18
 
 from ..utils.io import write_json
 from ..utils.weights import read_state_dict
-from .colour import SAMPLES_MATCHED, SAMPLES_RAW, match_target_statistics
+from .colour import channel_statistics, match_target_statistics, samples_description
 from .diffusion import to_uint8
 from .quality import (
     StandinFeatures,
     frechet_distance,
+    frechet_floor,
     knn_precision_recall,
     memorisation,
     two_sample_accuracy,
@@ -55,7 +56,7 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
     """Write ``samples_grid.png``, ``histograms.png`` and ``quality.json``: Frechet distance, k-NN precision /
     recall and the two-sample test's accuracy on ResNet-18 features (and on the stand-in encoder's, given its
     checkpoint), and the memorisation check of the synthetic images against ``real`` (the training images).
-    ``samples``: how the synthetic images were made, recorded in the report (e.g. :data:`SAMPLES_MATCHED`)."""
+    ``samples``: how the synthetic images were made, recorded in the report (:func:`~tskd_components.synthesis.colour.samples_description`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,14 +87,15 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
 
     net, description = feature_network(feature_weights)
     real_f, synth_f = features(net, real), features(net, synthetic)
-    report = {**({"samples": samples} if samples else {}), "fid": frechet_distance(real_f, synth_f), "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
-              "grid": "samples_grid.png", "histograms": "histograms.png", **knn_precision_recall(real_f, synth_f),
-              "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
+    report = {**({"samples": samples} if samples else {}), "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
+              "grid": "samples_grid.png", "histograms": "histograms.png", "fid": frechet_distance(real_f, synth_f),
+              "fid_floor": frechet_floor(real_f), **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
     if standin_checkpoint:  # the features that know medical images: the foundation stand-in's encoder
         encoder = StandinFeatures(standin_checkpoint)
         real_f, synth_f = encoder(real), encoder(synthetic)
         report["standin"] = {"checkpoint": str(standin_checkpoint), "sha256": encoder.sha256, "fid": frechet_distance(real_f, synth_f),
-                             **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f),
+                             "fid_floor": frechet_floor(real_f), **knn_precision_recall(real_f, synth_f),
+                             "two_sample_accuracy": two_sample_accuracy(real_f, synth_f),
                              "two_sample_held_out": min(len(real), len(synthetic))}
         report["standin"]["two_sample_ci95"] = two_sample_interval(report["standin"]["two_sample_accuracy"], report["standin"]["two_sample_held_out"])
     copies = memorisation(synthetic, real, synth_f, real_f)  # real = the training images the model learned from
@@ -123,9 +125,9 @@ def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir:
     pre = diffusion_preprocessing(unet.config.sample_size, unet.config.in_channels, augment=False)
     real = torch.stack([item["image"] for item in Dataset(synthesis_datalist(dataset_dir), pre)])
     synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed)
-    if match_statistics:
-        synthetic = match_target_statistics(synthetic, dataset_dir, seed)
+    if match_statistics:  # the training images just loaded are the references: same preprocessing, no second read
+        synthetic = match_target_statistics(synthetic, dataset_dir, seed, statistics=channel_statistics(real))
     report = quality_report(real, synthetic, output_dir, feature_weights, grid_count=grid_count, standin_checkpoint=standin_checkpoint,
-                            samples=SAMPLES_MATCHED if match_statistics else SAMPLES_RAW)
+                            samples=samples_description(match_statistics))
     print(json.dumps(report, indent=1))
     return report

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..utils.io import write_json
 from ..utils.weights import file_digest
-from .colour import SAMPLES_MATCHED, SAMPLES_RAW, match_target_statistics
+from .colour import match_target_statistics, samples_description
 from .diffusion import UNET_WEIGHTS, assert_no_test_images, load_unet, sample, synthesis_datalist, write_pngs
 
 MANIFEST = "manifest.json"
@@ -49,5 +49,5 @@ def build_transfer_set(dataset_dir: str | Path, model_dir: str | Path, output_di
             entries.append({"file": f"images/{path.name}", "source": "synthetic", "seed": seed, "index": i,
                             "ddim_steps": steps, "model_sha256": model_hash, "sha256": file_digest(path)})
     manifest = {"dataset_dir": str(dataset_dir), "target_size": target_size, "num_real": len(real), "num_synthetic": max(num_synthetic, 0),
-                "synthetic_samples": SAMPLES_MATCHED if match_statistics else SAMPLES_RAW, "images": entries}
+                "synthetic_samples": samples_description(match_statistics), "images": entries}
     return write_json(out / MANIFEST, manifest)
