@@ -126,6 +126,8 @@ def test_quality_report_writes_grid_histograms_fid_and_the_memorisation_check(hc
     assert report["memorisation"]["share_copied"] == 0 and same["memorisation"]["share_copied"] == 1  # copies of the real set
     assert same["recall"] == 1.0 and report["two_sample_accuracy"] > same["two_sample_accuracy"]
     assert (tmp_path / "samples_grid.png").is_file() and (tmp_path / "histograms.png").is_file()
+    with pytest.raises(ValueError, match="at least 4 real and 4 synthetic images, got 3 real"):  # not a torch error from k-NN
+        quality_report(real[:3], real[3:9], tmp_path / "three")
 
 
 def test_quality_report_on_stand_in_features_names_the_stand_in_and_bounds_the_two_sample_test(hc18, tmp_path):

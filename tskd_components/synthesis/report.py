@@ -62,6 +62,9 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if min(len(real), len(synthetic)) < 4:  # k-NN balls (k = 3) and the Frechet floor's two halves need 4
+        raise ValueError(f"a quality report needs at least 4 real and 4 synthetic images, got {len(real)} real and {len(synthetic)} "
+                         "synthetic; sample more images (report_samples) or use a dataset with more training images")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = min(grid_count, len(real), len(synthetic))
