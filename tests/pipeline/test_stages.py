@@ -35,6 +35,43 @@ def test_a_stage_records_wall_and_cpu_seconds_apart(tmp_path, monkeypatch):
     assert record["seconds"] >= 0.5 and record["cpu_seconds"] < 0.2
 
 
+def test_a_resumed_stage_counts_the_time_of_every_attempt(tmp_path, monkeypatch):
+    """An interrupted attempt records its own time; a killed one (no chance to write) is timed to its log's last
+    write; the finished stage's seconds are the sum, with each attempt listed."""
+    import time
+
+    folder = tmp_path / "s"
+
+    def interrupted(name, configs, bundle_root, **overrides):
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+
+    make = lambda: Stage("kind", "name", folder, "finetune", {"max_epochs": 1}, outputs=[folder / "out.txt"])
+    monkeypatch.setattr(stages, "run_bundle", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make().run()
+    # a second attempt killed 40 s after it began: it left a start without a time, and a log last written at +40 s
+    started = json.loads((folder / stages.STAGE_STARTED).read_text())
+    killed_at = time.time() - 100
+    started["attempts"].append({"started": "2026-01-01T00:00:00", "start_time": killed_at})
+    (folder / stages.STAGE_STARTED).write_text(json.dumps(started))
+    (folder / stages.STAGE_LOG).touch()
+    os.utime(folder / stages.STAGE_LOG, (killed_at + 40, killed_at + 40))
+
+    def finishing(name, configs, bundle_root, **overrides):
+        time.sleep(0.3)
+        (folder / "out.txt").write_text("done")
+
+    monkeypatch.setattr(stages, "run_bundle", finishing)
+    assert make().run() >= 40.6
+    record = json.loads((folder / "stage.json").read_text())
+    seconds = [a["seconds"] for a in record["attempts"]]
+    assert len(seconds) == 3 and seconds[0] >= 0.3 and seconds[1] == pytest.approx(40.0, abs=0.2) and seconds[2] >= 0.3
+    assert record["attempts"][1]["estimated"] and record["attempts"][1]["cpu_seconds"] is None
+    assert record["seconds"] == pytest.approx(sum(seconds), abs=0.11)
+    assert make().run() == record["seconds"]  # skipped: the recorded total
+
+
 def test_missing_input_names_the_stage_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the stage that makes it first"):
         input_digest(tmp_path / "cache")

@@ -149,6 +149,20 @@ def stage_lock(folder: Path, name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def earlier_attempts(started: Path, log: Path) -> list[dict[str, Any]]:
+    """The attempts recorded in an interrupted stage's ``stage.started.json``. An attempt killed before it could write
+    its time (SIGKILL, a session's end) is timed from its start to the last write of the stage log, marked
+    ``"estimated"``; its CPU time stays unknown (``None``)."""
+    data = json.loads(started.read_text())
+    attempts = data.get("attempts") or [{"started": data["started"]}]  # records written before attempts were kept
+    for attempt in attempts:
+        if attempt.get("seconds") is None:
+            begun = attempt.get("start_time") or time.mktime(time.strptime(attempt["started"], "%Y-%m-%dT%H:%M:%S"))
+            ended = log.stat().st_mtime if log.is_file() else begun
+            attempt.update(seconds=round(max(0.0, ended - begun), 1), cpu_seconds=None, estimated=True)
+    return attempts
+
+
 @dataclass
 class Stage:
     """One bundle run writing into ``folder``.
@@ -223,8 +237,10 @@ class Stage:
             shutil.rmtree(self.folder)
         # no record: a fresh stage, or one interrupted with these settings that the bundle resumes from its checkpoint
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json(started, {"signature": signature, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         log = self.folder / STAGE_LOG
+        attempts = earlier_attempts(started, log) if begun == signature else []
+        attempts.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_time": time.time()})
+        write_json(started, {"signature": signature, "started": attempts[0]["started"], "attempts": attempts})
         print(f"[run ] {self.name}" + ("" if is_verbose() else f" (log: {log})"), flush=True)
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
@@ -233,14 +249,19 @@ class Stage:
                 if self.after is not None:
                     run_bundle(*BUNDLE_CONFIGS[self.after], bundle_root=str(self.folder), **self.overrides)
         except BaseException:
-            print(f"[fail] {self.name} after {time.perf_counter() - start:.0f} s; its output: {log}", flush=True)
+            attempts[-1].update(seconds=round(time.perf_counter() - start, 1), cpu_seconds=round(time.process_time() - cpu_start, 1))
+            write_json(started, {"signature": signature, "started": attempts[0]["started"], "attempts": attempts})
+            print(f"[fail] {self.name} after {attempts[-1]['seconds']:.0f} s; its output: {log}", flush=True)
             raise
-        seconds, cpu_seconds = round(time.perf_counter() - start, 1), round(time.process_time() - cpu_start, 1)
+        attempts[-1].update(seconds=round(time.perf_counter() - start, 1), cpu_seconds=round(time.process_time() - cpu_start, 1))
+        # an interrupted stage's time is the sum of its attempts (a killed attempt's CPU time is unknown and left out)
+        seconds = round(sum(a["seconds"] for a in attempts), 1)
+        cpu_seconds = round(sum(a.get("cpu_seconds") or 0.0 for a in attempts), 1)
         missing = [str(p) for p in self.outputs if not Path(p).exists()]
         if missing:
             raise RuntimeError(f"stage {self.name} finished without writing {missing}; see {log}")
         write_json(self.folder / STAGE_RECORD, {"kind": self.kind, "name": self.name, "signature": signature, "seconds": seconds,
-                                                "cpu_seconds": cpu_seconds, "bundle": self.bundle,
+                                                "cpu_seconds": cpu_seconds, "attempts": attempts, "bundle": self.bundle,
                                                 "configs": list(self.configs), "overrides": dict(self.overrides),
                                                 "inputs": [str(p) for p in self.inputs], "versions": package_versions(),
                                                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
