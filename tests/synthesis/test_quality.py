@@ -34,6 +34,19 @@ def test_two_sample_test_reads_chance_for_one_distribution_and_certainty_for_two
     assert two_sample_accuracy(a, b + 1.5) >= 0.95
 
 
+def test_two_sample_test_holds_out_every_image_once_so_no_split_decides_it():
+    """Cross-validation: a set with a few far-off synthetic points reads the same share of them however it is shuffled;
+    one half-split would hold out a varying number of them."""
+    g = torch.Generator().manual_seed(2)
+    real, synthetic = torch.randn(40, 4, generator=g), torch.randn(40, 4, generator=g)
+    synthetic[:10] += 8.0  # 10 of 40 synthetic images are obvious, the rest indistinguishable
+    accuracies = [two_sample_accuracy(real, synthetic, seed=s) for s in range(8)]
+    # ~0.69 (10 + half of the other 70 right); one random half-split ranged 0.50-0.75 over these 8 seeds
+    assert all(0.55 <= a <= 0.8 for a in accuracies) and max(accuracies) - min(accuracies) < 0.15
+    with pytest.raises(ValueError, match="at least 2 real and 2 synthetic"):
+        two_sample_accuracy(real[:1], synthetic)
+
+
 def test_two_sample_interval_says_when_64_samples_cannot_tell_a_goal_from_a_miss():
     low, high = two_sample_interval(0.859375, 64)  # 55 of 64 held-out images right: hc18's pool_then_target
     assert 0.75 < low < 0.77 and 0.92 < high < 0.94  # the 0.80 goal lies inside: 64 samples cannot settle it

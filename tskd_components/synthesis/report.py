@@ -16,6 +16,7 @@ from ..utils.weights import read_state_dict
 from .colour import channel_statistics, match_target_statistics, samples_description
 from .diffusion import to_uint8
 from .quality import (
+    TWO_SAMPLE_FOLDS,
     StandinFeatures,
     frechet_distance,
     frechet_floor,
@@ -92,14 +93,14 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
     real_f, synth_f = features(net, real), features(net, synthetic)
     report = {**({"samples": samples} if samples else {}), "feature_network": description, "num_real": len(real), "num_synthetic": len(synthetic),
               "grid": "samples_grid.png", "histograms": "histograms.png", "fid": frechet_distance(real_f, synth_f),
-              "fid_floor": frechet_floor(real_f), **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f)}
+              "fid_floor": frechet_floor(real_f), **knn_precision_recall(real_f, synth_f), "two_sample_accuracy": two_sample_accuracy(real_f, synth_f), "two_sample_folds": TWO_SAMPLE_FOLDS}
     if standin_checkpoint:  # the features that know medical images: the foundation stand-in's encoder
         encoder = StandinFeatures(standin_checkpoint)
         real_f, synth_f = encoder(real), encoder(synthetic)
         report["standin"] = {"checkpoint": str(standin_checkpoint), "sha256": encoder.sha256, "fid": frechet_distance(real_f, synth_f),
                              "fid_floor": frechet_floor(real_f), **knn_precision_recall(real_f, synth_f),
                              "two_sample_accuracy": two_sample_accuracy(real_f, synth_f),
-                             "two_sample_held_out": min(len(real), len(synthetic))}
+                             "two_sample_held_out": 2 * min(len(real), len(synthetic))}  # cross-validated: every image once
         report["standin"]["two_sample_ci95"] = two_sample_interval(report["standin"]["two_sample_accuracy"], report["standin"]["two_sample_held_out"])
     copies = memorisation(synthetic, real, synth_f, real_f)  # real = the training images the model learned from
     report["memorisation"] = {k: copies[k] for k in ("ssim_threshold", "share_copied", "copied")} | {"max_ssim": max(copies["ssim"])}
