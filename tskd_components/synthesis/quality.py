@@ -1,14 +1,15 @@
 """Whether synthetic images look like the real ones, and whether they are copies of them: Frechet distance and k-NN
 precision / recall on features of a fixed network (the foundation stand-in's image encoder, or a random ResNet-18),
 a classifier two-sample test (a linear probe telling real from synthetic, cross-validated; 50% held-out accuracy =
-indistinguishable) and a memorisation check (each synthetic image's nearest training image in feature space, and their pixel SSIM).
+indistinguishable) and a memorisation check (each synthetic image's nearest training image in feature space, and
+their pixel SSIM).
 
 Images are (N, C, S, S) tensors in [-1, 1] (the diffusion model's range); features are (N, D)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,7 @@ def two_sample_accuracy(real: torch.Tensor, synthetic: torch.Tensor, seed: int =
     return float(correct.float().mean())
 
 
-def _probe(x: torch.Tensor, y: torch.Tensor, steps: int):
+def _probe(x: torch.Tensor, y: torch.Tensor, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A logistic-regression probe (L2 1e-2, LBFGS) on standardised ``x`` (N, D); returns features -> logits (N,)."""
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
     probe = torch.nn.Linear(x.shape[1], 1)
@@ -120,7 +121,12 @@ def _probe(x: torch.Tensor, y: torch.Tensor, steps: int):
         return loss
 
     optimizer.step(closure)
-    return lambda features: probe((features - mean) / std)[:, 0].detach()
+
+    @torch.no_grad()
+    def logits(features: torch.Tensor) -> torch.Tensor:
+        return probe((features - mean) / std)[:, 0]
+
+    return logits
 
 
 def two_sample_interval(accuracy: float, held_out: int, confidence: float = 0.95) -> list[float]:
