@@ -240,7 +240,8 @@ class Stage:
         log = self.folder / STAGE_LOG
         attempts = earlier_attempts(started, log) if begun == signature else []
         attempts.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_time": time.time()})
-        write_json(started, {"signature": signature, "started": attempts[0]["started"], "attempts": attempts})
+        note_attempts = lambda: write_json(started, {"signature": signature, "started": attempts[0]["started"], "attempts": attempts})
+        note_attempts()
         print(f"[run ] {self.name}" + ("" if is_verbose() else f" (log: {log})"), flush=True)
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
@@ -250,7 +251,7 @@ class Stage:
                     run_bundle(*BUNDLE_CONFIGS[self.after], bundle_root=str(self.folder), **self.overrides)
         except BaseException:
             attempts[-1].update(seconds=round(time.perf_counter() - start, 1), cpu_seconds=round(time.process_time() - cpu_start, 1))
-            write_json(started, {"signature": signature, "started": attempts[0]["started"], "attempts": attempts})
+            note_attempts()
             print(f"[fail] {self.name} after {attempts[-1]['seconds']:.0f} s; its output: {log}", flush=True)
             raise
         attempts[-1].update(seconds=round(time.perf_counter() - start, 1), cpu_seconds=round(time.process_time() - cpu_start, 1))
