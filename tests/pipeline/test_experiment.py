@@ -151,25 +151,6 @@ def test_teacher_and_fine_tune_stages_list_the_dataset_and_the_sam_checkpoint(sa
     assert sample_dataset in inputs["finetune"]
 
 
-def test_synthetic_images_can_come_from_a_synthesis_recipe(sample_dataset, tmp_path, monkeypatch):
-    from tskd_components.synthesis import UNET_WEIGHTS
-
-    ran = []
-    monkeypatch.setattr(stages.Stage, "run", lambda self: ran.append(self))
-    spec = dict(run_dir=tmp_path / "exp", datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny", transfer_size=27,
-                synthesis_dir=str(tmp_path / "recipes"))
-    with pytest.raises(FileNotFoundError, match="run `tskd synthesis --dataset hc18"):
-        Experiment(ExperimentSpec(**spec)).transfer_dir(sample_dataset)
-    model = tmp_path / "recipes" / "hc18" / "pool_then_target" / "run" / "model"
-    (model / UNET_WEIGHTS).parent.mkdir(parents=True)
-    (model / UNET_WEIGHTS).write_bytes(b"unet")
-    (model / "unet" / "config.json").write_text(json.dumps({"sample_size": 48}))
-    out = Experiment(ExperimentSpec(**spec)).transfer_dir(sample_dataset)
-    assert [s.task for s in ran] == ["transfer_set"]  # no diffusion training of its own
-    assert ran[0].overrides["model_dir"] == str(model) and ran[0].overrides["image_size"] == 48
-    assert out.parent.name == "pool_then_target_set_27" and model / UNET_WEIGHTS in ran[0].inputs
-
-
 def test_a_student_variant_reaches_the_student_stages_only(sample_dataset, tmp_path, staged):
     with pytest.raises(ValueError, match="unknown student 'vit_huge'"):
         ExperimentSpec(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], scale="tiny", student_name="vit_huge")

@@ -55,6 +55,8 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
     parser.add_argument("--synthesis-dir", default="", help="a `tskd synthesis` run folder: synthetic images come from its "
                         "<dataset>/<--synthesis-arm> model instead of one trained at the scale's settings")
     parser.add_argument("--synthesis-arm", default="pool_then_target", help="which recipe of --synthesis-dir (default: pool_then_target)")
+    parser.add_argument("--synthesis-samples", default="", help="a folder of samples drawn once (bundles/tskd_synthesis/configs/"
+                        "draw_samples.json, e.g. on a GPU): the transfer sets take its first samples instead of sampling a model here")
     parser.add_argument("--match-samples", action="store_true", help="synthetic images take the channel means / stds of one real "
                         "training image each (the recipe's `<arm>, matched samples` rows)")
     parser.add_argument("--student", default="", help="registered student for the ViT student stages (default: the bundles', vit_tiny)")
@@ -80,7 +82,7 @@ def _pool_args(parser: argparse.ArgumentParser, targets_help: str) -> None:
 def _spec_options(args: argparse.Namespace) -> dict:
     """The ExperimentSpec settings that :func:`_common_args` defines."""
     return dict(run_dir=Path(args.run_dir), scale=args.scale, teacher_labels=args.teacher_labels, sam_checkpoint=args.sam_checkpoint,
-                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, match_samples=args.match_samples, student_name=args.student, decoder=args.decoder,
+                synthesis_dir=args.synthesis_dir, synthesis_arm=args.synthesis_arm, synthesis_samples=args.synthesis_samples, match_samples=args.match_samples, student_name=args.student, decoder=args.decoder,
                 num_workers=args.num_workers, image_size=args.image_size or None, distill_steps=args.distill_steps)
 
 

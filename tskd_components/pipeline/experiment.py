@@ -19,6 +19,7 @@ from .scales import SCALES, Scale
 from .console import progress
 from .stages import Stage, configs_dir, pin_bundle_configs, student_choice, student_overrides
 from .stopping import stopping_rule
+from .transfer import build_transfer_dir
 from ..distill.cache import INDEX as CACHE_INDEX
 from ..engines.handlers import TrainingSummary
 from ..engines.metrics import METRICS_FILE
@@ -55,6 +56,7 @@ class ExperimentSpec:
     variant: str = ""
     synthesis_dir: str = ""  # a `tskd synthesis` run folder: its <dataset>/<synthesis_arm> model makes the synthetic images
     synthesis_arm: str = "pool_then_target"
+    synthesis_samples: str = ""  # a drawn-samples folder (e.g. drawn on a GPU): its first samples fill the transfer sets
     match_samples: bool = False  # synthetic images take a real image's channel statistics (set only then: old sets' signatures)
     student_name: str = ""  # a registered student and a decoder for every ViT student stage (default: the bundles')
     decoder: str = ""
@@ -72,6 +74,8 @@ class ExperimentSpec:
             validate_dataset(d)  # every split's files, before the first stage
         if (self.student_name and self.student_name not in list_students()) or (self.decoder and self.decoder not in DECODERS):
             raise ValueError(f"unknown student {self.student_name!r} or decoder {self.decoder!r}; choose from {list_students()} and {sorted(DECODERS)}")
+        if self.synthesis_samples and self.synthesis_dir:
+            raise ValueError("synthetic images come from --synthesis-samples or from --synthesis-dir's model, not both")
         if any(n < 1 for n in self.num_labeled):
             raise ValueError(f"label budgets must be at least 1, got {self.num_labeled}")
         params = SCALES[self.scale]
@@ -134,30 +138,7 @@ class Experiment:
     # -- transfer set ------------------------------------------------------------------------------------------
     def transfer_dir(self, dataset: Path) -> Path:
         """The dataset itself (its train split) or, when ``transfer_size`` exceeds it, real + synthetic images."""
-        num_real = len(read_split(dataset)["train"])
-        if self.spec.transfer_size <= num_real:
-            return Path(dataset).resolve()
-        from ..synthesis import MANIFEST, UNET_WEIGHTS  # diffusers is imported only when synthesis runs
-
-        folder, name = self._shared_root(dataset) / "transfer", Path(dataset).name
-        model_dir = folder / "synthesis" / "run" / "model"
-        synth = {**self._common(dataset), "image_size": self.p.synthesis_image_size, "seed": 0, "output_dir": str(folder / "synthesis" / "run"),
-                 "model_dir": str(model_dir), "max_epochs": self.p.synthesis_epochs, "ddim_steps": self.p.ddim_steps}
-        if self.spec.synthesis_dir:  # a recipe trained by `tskd synthesis`: sample from its model, at its size
-            model_dir = Path(self.spec.synthesis_dir).resolve() / name / self.spec.synthesis_arm / "run" / "model"
-            if not (model_dir / UNET_WEIGHTS).is_file():
-                raise FileNotFoundError(f"no diffusion model at {model_dir}: run `tskd synthesis --dataset {name} --run-dir "
-                                        f"{self.spec.synthesis_dir}` first")
-            synth.update(model_dir=str(model_dir), image_size=json.loads((model_dir / "unet" / "config.json").read_text())["sample_size"])
-        else:
-            self._stage(Stage("synthesis", f"synthesis {name}", folder / "synthesis", "synthesis", synth, inputs=[Path(dataset)],
-                              outputs=[model_dir / UNET_WEIGHTS]))
-        prefix = (f"{self.spec.synthesis_arm}_" if self.spec.synthesis_dir else "") + ("matched_" if self.spec.match_samples else "")
-        out = folder / f"{prefix}set_{self.spec.transfer_size}" / "transfer_set"
-        build = {**synth, "target_size": self.spec.transfer_size, "transfer_dir": str(out), **({"match_samples": True} if self.spec.match_samples else {})}
-        self._stage(Stage("transfer set", f"transfer set {Path(dataset).name} {self.spec.transfer_size}", out.parent, "transfer_set",
-                          build, inputs=[model_dir / UNET_WEIGHTS], outputs=[out / MANIFEST]))
-        return out
+        return build_transfer_dir(self.spec, self.p, dataset, self._shared_root(dataset) / "transfer", self._common(dataset))
 
     # -- pre-training ------------------------------------------------------------------------------------------
     def ssl_weights(self, dataset: Path, method: str, seed: int) -> Path:

@@ -16,4 +16,5 @@ from .diffusion import (
     write_pngs,
 )
 from .report import quality_report, report_for_model
+from .samples import SAMPLES_MANIFEST, draw_samples, read_samples
 from .transfer_set import MANIFEST, build_transfer_set

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -149,20 +149,30 @@ def sample(unet: UNet2DModel, scheduler_config: Mapping[str, Any], num_images: i
            seed: int = 0, eta: float = 0.0, device: str | torch.device | None = None) -> torch.Tensor:
     """``num_images`` samples (N, C, H, W) in [-1, 1] on the CPU, with DDIM on ``device`` (default: the GPU when there
     is one); the same seed gives the same images (the initial noise is drawn on the CPU)."""
+    return torch.cat([x for _, x in ddim_batches(unet, scheduler_config, num_images, steps, batch_size, seed, device, eta=eta)])
+
+
+@torch.no_grad()
+def ddim_batches(unet: UNet2DModel, scheduler_config: Mapping[str, Any], num_images: int, steps: int = 50, batch_size: int = 8,
+                 seed: int = 0, device: str | torch.device | None = None, skip_batches: int = 0,
+                 eta: float = 0.0) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`sample` batch by batch: yields ``(batch index, (n, C, H, W) on the CPU)``. ``skip_batches``: the first
+    batches' noise is drawn and dropped without running the model, so a resumed draw continues the same images."""
+    if skip_batches and eta:
+        raise ValueError("a resumed draw replays only the initial noise; with eta > 0 the steps draw noise too")
     ddim = DDIMScheduler.from_config(dict(scheduler_config))
     ddim.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
     size, channels = unet.config.sample_size, unet.config.in_channels
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     unet = unet.to(device).eval()
-    out = []
-    for start in tqdm(range(0, num_images, batch_size), desc="DDIM sampling", unit="batch"):
-        n = min(batch_size, num_images - start)
-        x = torch.randn(n, channels, size, size, generator=generator).to(device)
+    for index, start in enumerate(tqdm(range(0, num_images, batch_size), desc="DDIM sampling", unit="batch")):
+        x = torch.randn(min(batch_size, num_images - start), channels, size, size, generator=generator).to(device)
+        if index < skip_batches:
+            continue
         for t in ddim.timesteps:
             x = ddim.step(unet(x, t).sample, t, x, eta=eta, generator=generator).prev_sample
-        out.append(x.clamp(-1, 1).cpu())
-    return torch.cat(out)
+        yield index, x.clamp(-1, 1).cpu()
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
