@@ -40,6 +40,12 @@ def test_sample_and_build_transfer_set(trained):
     manifest = json.loads((trained / "transfer_sets" / "hc18_27" / "manifest.json").read_text())
     assert (manifest["num_real"], manifest["num_synthetic"]) == (24, 3)
     assert len(samples) == 3
+    drawn = json.loads((samples[0].parent / "samples.json").read_text())  # drawn once: a set elsewhere takes them as they are
+    assert drawn["seed"] == 5 and [f["file"] for f in drawn["files"]] == [p.name for p in samples]
+    run_bundle("tskd_synthesis", "train.json", "build_transfer_set.json", bundle_root=str(trained), target_size=26,
+               samples_dir=str(samples[0].parent), transfer_dir=str(trained / "from_samples"), **TINY)
+    synthetic = [e for e in json.loads((trained / "from_samples" / "manifest.json").read_text())["images"] if e["source"] == "synthetic"]
+    assert [e["sha256"] for e in synthetic] == [f["sha256"] for f in drawn["files"][:2]]
 
 
 def test_fine_tuning_starts_from_initial_weights(trained, tmp_path):

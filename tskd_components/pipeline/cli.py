@@ -56,7 +56,7 @@ def _common_args(parser: argparse.ArgumentParser, run_dir: str) -> None:
                         "<dataset>/<--synthesis-arm> model instead of one trained at the scale's settings")
     parser.add_argument("--synthesis-arm", default="pool_then_target", help="which recipe of --synthesis-dir (default: pool_then_target)")
     parser.add_argument("--synthesis-samples", default="", help="a folder of samples drawn once (bundles/tskd_synthesis/configs/"
-                        "draw_samples.json, e.g. on a GPU): the transfer sets take its first samples instead of sampling a model here")
+                        "sample.json, e.g. on a GPU): the transfer sets take its first samples instead of sampling a model here")
     parser.add_argument("--match-samples", action="store_true", help="synthetic images take the channel means / stds of one real "
                         "training image each (the recipe's `<arm>, matched samples` rows)")
     parser.add_argument("--student", default="", help="registered student for the ViT student stages (default: the bundles', vit_tiny)")

@@ -57,7 +57,7 @@ def read_samples_manifest(samples_dir: str | Path, needed: int = 0) -> dict[str,
     path = Path(samples_dir) / SAMPLES_MANIFEST
     if not path.is_file():
         raise DatasetError(f"{samples_dir} is not a finished samples folder ({SAMPLES_MANIFEST} missing): draw it with "
-                           "bundles/tskd_synthesis/configs/draw_samples.json (or let an interrupted draw finish)")
+                           "bundles/tskd_synthesis/configs/sample.json (or let an interrupted draw finish)")
     manifest = json.loads(path.read_text())
     if len(manifest["files"]) < needed:
         raise DatasetError(f"{samples_dir} holds {len(manifest['files'])} samples but {needed} are needed; draw more "
