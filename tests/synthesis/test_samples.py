@@ -41,6 +41,9 @@ def test_an_interrupted_draw_resumes_to_the_same_images(model, tmp_path, monkeyp
     whole, resumed = (json.loads((tmp_path / d / "samples.json").read_text()) for d in ("whole", "resumed"))
     assert [f["sha256"] for f in resumed["files"]] == [f["sha256"] for f in whole["files"]] and len(whole["files"]) == 7
     assert not (tmp_path / "resumed" / "samples.started.json").exists()
+    calls.clear()
+    draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1)
+    assert calls == []  # finished: nothing drawn again
 
 
 def test_samples_read_back_as_the_sampler_made_them(model, tmp_path):

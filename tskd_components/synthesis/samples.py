@@ -32,12 +32,16 @@ def draw_samples(model_dir: str | Path, samples_dir: str | Path, num_images: int
     """Draw ``num_images`` DDIM samples of the model in ``model_dir`` into ``samples_dir``; returns ``samples.json``.
 
     The same (model, seed, steps, batch_size) give the same images, also after an interruption (finished batches
-    are kept, the noise of the skipped ones is drawn again without running the model)."""
+    are kept, the noise of the skipped ones is drawn again without running the model); a finished draw with the
+    same settings is not drawn again."""
     out = Path(samples_dir)
     out.mkdir(parents=True, exist_ok=True)
     unet, scheduler_config = load_unet(model_dir)
     settings = {"model_dir": str(model_dir), "model_sha256": file_digest(Path(model_dir) / UNET_WEIGHTS), "image_size": unet.config.sample_size,
                 "channels": unet.config.in_channels, "seed": seed, "ddim_steps": steps, "batch_size": batch_size, "num_images": num_images}
+    finished = out / SAMPLES_MANIFEST
+    if finished.is_file() and {k: v for k, v in json.loads(finished.read_text()).items() if k != "files"} == settings:
+        return finished  # drawn already
     started = out / SAMPLES_STARTED
     done = 0
     if started.is_file() and json.loads(started.read_text())["settings"] == settings:
