@@ -34,6 +34,16 @@ def test_standin_checkpoint_has_the_official_keys_and_loads_as_a_sam_checkpoint(
     assert (tmp_path / "standin.json").is_file()
 
 
+def test_the_same_weights_saved_twice_have_the_same_sha256(tmp_path):
+    """Every report names its teacher by the checkpoint's SHA-256: a save must not put its temp file's name inside."""
+    import json
+
+    torch.manual_seed(0)
+    standin = build_promptable_sam("standin", 64)
+    hashes = [json.loads((save_standin(standin, tmp_path / d, {}).parent / "standin.json").read_text())["sha256"] for d in ("a", "b")]
+    assert hashes[0] == hashes[1]
+
+
 def test_a_target_in_the_pool_is_refused(tmp_path):
     with pytest.raises(DatasetError, match=r"target dataset\(s\) \['hc18'\] are in the pre-training pool"):
         resolve_pool(SAMPLE.parent, ["hc18"], ["hc18"])

@@ -49,8 +49,9 @@ def save_standin(sam: Sam, folder: str | Path, record: Mapping[str, Any]) -> Pat
     folder = Path(folder)
     path = folder / CHECKPOINT_FILE
     tmp = atomic_path(path)
-    try:
-        torch.save(sam.state_dict(), tmp)
+    try:  # through a file object: torch.save names the archive inside after a path (here the random temp name), so
+        with open(tmp, "wb") as f:  # identical weights would get another SHA-256 on every save
+            torch.save(sam.state_dict(), f)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
