@@ -67,7 +67,9 @@ def main() -> None:
     record = {"dataset_dir": args.dataset_dir, "preset": args.preset, "image_size": config["image_size"], "batch_size": config["batch_size"],
               "block_out_channels": config["block_out_channels"], "unet_parameters": sum(p.numel() for p in config.get_parsed_content("network").parameters()),
               "train_seconds_budget": args.train_seconds, "train_seconds": train_seconds, "optimizer_steps": steps[0], "epochs": trainer.state.epoch,
-              "seconds_per_step": train_seconds / max(steps[0], 1), "loss_per_100_steps": [sum(chunk) / len(chunk) for chunk in (losses[i:i + 100] for i in range(0, len(losses), 100))], "samples": args.samples, "ddim_steps": args.ddim_steps,
+              "seconds_per_step": train_seconds / max(steps[0], 1),
+              "loss_per_100_steps": [sum(losses[i:i + 100]) / len(losses[i:i + 100]) for i in range(0, len(losses), 100)],
+              "samples": args.samples, "ddim_steps": args.ddim_steps,
               "sample_seconds": sample_seconds, "seconds_per_sample": sample_seconds / args.samples,
               "model_sha256": file_digest(model_dir / UNET_WEIGHTS), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
               "torch": torch.__version__}
