@@ -1,5 +1,6 @@
 """Which ops to quantize: ONNX Runtime latency of each student decoder in fp32 and int8 with different sets
-of quantized ops and both formats, in one process, with the per-op time of fp32 and ONNX Runtime's default.
+of quantized ops and both formats, in one process, with the per-op time of fp32, ours and ONNX Runtime's default,
+and Amdahl's ceiling on fp32 / int8 from those profiles (:func:`int8_ceiling`).
 
     python benchmarks/int8_ops.py [--image-size 256] [--rounds 3] [--repeats 30] [--threads 2] [--batch-size 1]
 
