@@ -18,7 +18,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from .data import load_datalist, load_transfer_set, preprocessing, read_dataset_info
-from .utils.io import atomic_path, write_json
+from .utils.io import atomic_path, atomic_write, write_json
 
 INT8_FILE = "model_int8.onnx"
 INT8_REPORT = "int8_report.json"
@@ -60,16 +60,15 @@ def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarr
     whose ranges come from running ``calibration`` inputs) of the ``op_types`` nodes (``None``: every op ONNX Runtime
     can quantize), in ``quant_format``, written atomically."""
     int8 = Path(int8)
-    prepared, out = atomic_path(int8.with_name(int8.stem + "_prep.onnx")), atomic_path(int8)
+    prepared = atomic_path(int8.with_name(int8.stem + "_prep.onnx"))  # scratch: the pre-processed fp32 model
     try:
-        quant_pre_process(str(fp32), str(prepared))
-        quantize_static(str(prepared), str(out), ImageReader(session(Path(fp32)).get_inputs()[0].name, calibration),
-                        quant_format=quant_format, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=list(op_types) if op_types else None)
-        out.replace(int8)
+        with atomic_write(int8) as out:
+            quant_pre_process(str(fp32), str(prepared))
+            quantize_static(str(prepared), str(out), ImageReader(session(Path(fp32)).get_inputs()[0].name, calibration),
+                            quant_format=quant_format, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=list(op_types) if op_types else None)
     finally:
         prepared.unlink(missing_ok=True)
-        out.unlink(missing_ok=True)
     return int8
 
 

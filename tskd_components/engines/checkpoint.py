@@ -5,7 +5,6 @@ epoch spent more time writing than training), and the newest interval checkpoint
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
-from ..utils.io import atomic_path, write_json
+from ..utils.io import atomic_write, write_json
 
 
 class _AtomicDiskSaver(DiskSaver):
@@ -30,16 +29,8 @@ class _AtomicDiskSaver(DiskSaver):
         super().__call__(checkpoint, self.filename or filename, metadata)
 
     def _save_func(self, checkpoint: Mapping, path: Path, func: Any) -> None:
-        tmp = atomic_path(path)
-        try:
-            with open(tmp, "wb") as f:
-                func(checkpoint, f, **self.kwargs)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(path, fsync=True) as tmp, open(tmp, "wb") as f:
+            func(checkpoint, f, **self.kwargs)
 
     def remove(self, filename: str) -> None:
         if self.filename is None:  # a fixed name is replaced by the next save: never left missing

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
 from ..networks.sam import build_sam_parts, sam_spec
-from ..utils.io import atomic_path, write_json
+from ..utils.io import atomic_write, write_json
 from ..utils.weights import file_digest
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -48,13 +48,9 @@ def save_standin(sam: Sam, folder: str | Path, record: Mapping[str, Any]) -> Pat
     variant, image size, training and the checkpoint's SHA-256)."""
     folder = Path(folder)
     path = folder / CHECKPOINT_FILE
-    tmp = atomic_path(path)
-    try:  # through a file object: torch.save names the archive inside after a path (here the random temp name), so
-        with open(tmp, "wb") as f:  # identical weights would get another SHA-256 on every save
-            torch.save(sam.state_dict(), f)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, fsync=True) as tmp, open(tmp, "wb") as f:
+        # through a file object: torch.save names the archive inside after a path (here the random temp name), so
+        torch.save(sam.state_dict(), f)  # identical weights would get another SHA-256 on every save
     write_json(folder / RECORD_FILE, {**record, "checkpoint": CHECKPOINT_FILE, "sha256": file_digest(path),
                                       "parameters": {"image_encoder": sum(p.numel() for p in sam.image_encoder.parameters()),
                                                      "total": sum(p.numel() for p in sam.parameters())}})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Mapping
 
@@ -11,7 +10,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .io import atomic_path
+from .io import atomic_write
 
 WRAPPER_KEYS = ("model", "state_dict", "network")
 
@@ -54,13 +53,8 @@ def open_safetensors(path: str | Path):
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None) -> Path:
     """Write tensors to ``path`` atomically (temp file + rename)."""
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=dict(metadata or {}))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return Path(path)
 
 
