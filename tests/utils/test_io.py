@@ -28,3 +28,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
             raise RuntimeError("killed halfway")
     assert json.loads((tmp_path / "record.json").read_text()) == {"version": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_new_file_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "record.json", {})
+        assert new_file_mode() == 0o666 & ~umask
+        assert stat.S_IMODE(os.stat(tmp_path / "record.json").st_mode) == 0o666 & ~umask
+    finally:
+        os.umask(old)

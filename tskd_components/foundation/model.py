@@ -48,9 +48,10 @@ def save_standin(sam: Sam, folder: str | Path, record: Mapping[str, Any]) -> Pat
     variant, image size, training and the checkpoint's SHA-256)."""
     folder = Path(folder)
     path = folder / CHECKPOINT_FILE
+    # through a file object: torch.save names the archive inside after a path (here the random temp name), so
+    # identical weights would get another SHA-256 on every save
     with atomic_write(path, fsync=True) as tmp, open(tmp, "wb") as f:
-        # through a file object: torch.save names the archive inside after a path (here the random temp name), so
-        torch.save(sam.state_dict(), f)  # identical weights would get another SHA-256 on every save
+        torch.save(sam.state_dict(), f)
     write_json(folder / RECORD_FILE, {**record, "checkpoint": CHECKPOINT_FILE, "sha256": file_digest(path),
                                       "parameters": {"image_encoder": sum(p.numel() for p in sam.image_encoder.parameters()),
                                                      "total": sum(p.numel() for p in sam.parameters())}})

@@ -21,9 +21,14 @@ def atomic_path(path: str | Path) -> Path:
 
 def new_file_mode() -> int:
     """The permission bits ``open(path, "w")`` gives a new file under the process's umask (``mkstemp``'s temporary
-    files are owner-only, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    files are owner-only, 0600). Linux reports the umask in ``/proc/self/status``; reading it there avoids setting
+    it, which would briefly change it for every thread of the process."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        umask = int(fields["Umask"].strip(), 8)
+    except (OSError, KeyError, ValueError):  # not Linux, or a kernel before 4.7
+        umask = os.umask(0)
+        os.umask(umask)
     return 0o666 & ~umask
 
 
