@@ -18,8 +18,9 @@ def model(tmp_path):
     return save_unet(EMAWeights(unet), DDPMScheduler(num_train_timesteps=1000), tmp_path / "model")
 
 
-def test_an_interrupted_draw_resumes_to_the_same_images(model, tmp_path, monkeypatch):
-    draw_samples(model, tmp_path / "whole", 7, steps=2, batch_size=3, seed=1)
+@pytest.mark.parametrize("eta", [0.0, 1.0])  # 1.0: ancestral steps draw noise too, from each batch's own generator
+def test_an_interrupted_draw_resumes_to_the_same_images(model, tmp_path, monkeypatch, eta):
+    draw_samples(model, tmp_path / "whole", 7, steps=2, batch_size=3, seed=1, eta=eta)
     written = []
 
     def fail_on_second_batch(images, folder, start=0):
@@ -31,18 +32,19 @@ def test_an_interrupted_draw_resumes_to_the_same_images(model, tmp_path, monkeyp
     original = samples_module.write_pngs
     monkeypatch.setattr(samples_module, "write_pngs", fail_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1)
+        draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1, eta=eta)
     assert not (tmp_path / "resumed" / "samples.json").exists()
     assert json.loads((tmp_path / "resumed" / "samples.started.json").read_text())["finished_batches"] == 1
     calls = []
     monkeypatch.setattr(samples_module, "write_pngs", lambda images, folder, start=0: calls.append(start) or original(images, folder, start=start))
-    draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1)
+    draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1, eta=eta)
     assert calls == [3, 6]  # the finished batch was kept, not drawn again
     whole, resumed = (json.loads((tmp_path / d / "samples.json").read_text()) for d in ("whole", "resumed"))
     assert [f["sha256"] for f in resumed["files"]] == [f["sha256"] for f in whole["files"]] and len(whole["files"]) == 7
+    assert resumed["eta"] == eta
     assert not (tmp_path / "resumed" / "samples.started.json").exists()
     calls.clear()
-    draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1)
+    draw_samples(model, tmp_path / "resumed", 7, steps=2, batch_size=3, seed=1, eta=eta)
     assert calls == []  # finished: nothing drawn again
 
 
@@ -54,6 +56,13 @@ def test_samples_read_back_as_the_sampler_made_them(model, tmp_path):
     assert read.shape == made.shape == (4, 1, 32, 32)
     assert (read - made).abs().max() <= 0.5 / 127.5 + 1e-6  # 8-bit rounding only: same orientation, same order
     assert (read - made.transpose(-1, -2)).abs().max() > 0.1  # a transposed read would not pass
+
+
+def test_ancestral_steps_add_seeded_noise(model):
+    unet, scheduler_config = load_unet(model)
+    ddim, ancestral, again = (sample(unet, scheduler_config, 3, steps=3, batch_size=3, seed=4, eta=eta) for eta in (0.0, 1.0, 1.0))
+    assert torch.equal(ancestral, again)  # seeded
+    assert (ancestral - ddim).abs().mean() > 0.01  # the same initial noise, other images: the steps' noise counts
 
 
 def test_too_few_or_unfinished_samples_are_a_clear_error(model, tmp_path):
@@ -71,6 +80,7 @@ def test_a_quality_report_reads_drawn_samples_and_names_their_model(model, sampl
     drawn = json.loads(draw_samples(model, tmp_path / "drawn", 6, steps=2, batch_size=3, seed=2).read_text())
     report = report_for_model(sample_dataset, "", tmp_path / "report", num_samples=5, samples_dir=tmp_path / "drawn", grid_count=4)
     assert report["num_synthetic"] == 5 and report["model_sha256"] == drawn["model_sha256"]
+    assert report["sampler"] == {"ddim_steps": 2, "eta": 0.0, "seed": 2}  # from the folder's manifest
     assert json.loads((tmp_path / "report" / "quality.json").read_text())["samples_dir"] == str(tmp_path / "drawn")
     sampled = report_for_model(sample_dataset, model, tmp_path / "sampled", num_samples=5, steps=2, seed=2, grid_count=4)
     assert report["fid"] == pytest.approx(sampled["fid"], rel=0.05)  # the same images up to 8-bit rounding

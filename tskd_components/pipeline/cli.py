@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--standin-checkpoint", default="", help="foundation stand-in whose encoder features the report also uses")
     syn.add_argument("--samples", type=int, default=64, help="synthetic images each report draws")
     syn.add_argument("--ddim-steps", type=int, default=50)
+    syn.add_argument("--ddim-eta", type=float, help="DDIM step noise of the reports' samples (0: deterministic, 1: ancestral; default: the bundle's)")
     syn.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
                      help="arms this process runs (e.g. two processes of one thread: --arms today target_long / --arms pool_then_target)")
     syn.add_argument("--no-matched-report", action="store_true", help="skip each arm's report of its samples matched to the "
@@ -236,7 +237,7 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         target = resolve_dataset(args.dataset, args.data_root)
         recipe = SynthesisRecipe(run_dir=Path(args.run_dir), target=target, pool=resolve_pool(args.data_root, [*args.targets, target.name], args.pool),
                                  today_epochs=args.today_epochs, standin_checkpoint=args.standin_checkpoint, report_samples=args.samples,
-                                 ddim_steps=args.ddim_steps, seed=args.seed, arms=args.arms, preset=args.preset, pool_steps=args.pool_steps,
+                                 ddim_steps=args.ddim_steps, ddim_eta=args.ddim_eta, seed=args.seed, arms=args.arms, preset=args.preset, pool_steps=args.pool_steps,
                                  target_steps=args.target_steps, image_size=args.image_size, batch_size=args.batch_size,
                                  match_samples=not args.no_matched_report)
         print(f"recipes: {recipe.run()}")

@@ -68,6 +68,7 @@ class SynthesisRecipe:
     standin_checkpoint: str = ""
     report_samples: int = 64
     ddim_steps: int = 50
+    ddim_eta: float | None = None  # DDIM step noise of every report (0: deterministic; 1: ancestral); None: the bundle's
     seed: int = 0
     overrides: Mapping[str, Any] = field(default_factory=dict)  # further settings of the bundle (e.g. block_out_channels)
     arms: Sequence[str] = ARMS  # the arms this process runs (two processes can share a run folder, one arm set each)
@@ -94,6 +95,10 @@ class SynthesisRecipe:
         """The stage task (bundle configs) of the preset."""
         return "synthesis" if self.preset == "cpu" else f"synthesis_{self.preset}"
 
+    def _sampler(self) -> dict[str, float]:
+        """The bundle overrides of the reports' sampler beyond ``ddim_steps`` (none: the bundle's defaults)."""
+        return {} if self.ddim_eta is None else {"ddim_eta": self.ddim_eta}
+
     def _epochs(self, steps: int, pool: Sequence[Path] = ()) -> int:
         per_epoch = math.ceil(len(synthesis_datalist(self.target, pool)) / self.batch_size)
         return max(1, math.ceil(steps / per_epoch))
@@ -106,7 +111,7 @@ class SynthesisRecipe:
                      "batch_size": self.batch_size, "max_epochs": epochs, "seed": self.seed, "output_dir": str(folder / "run"),
                      "model_dir": str(folder / "run" / "model"), "standin_checkpoint": self.standin_checkpoint,
                      "report_samples": self.report_samples, "grid_count": 16, "ddim_steps": self.ddim_steps,
-                     "initial_weights": str(initial) if initial else "", **settings, **self.overrides}
+                     **self._sampler(), "initial_weights": str(initial) if initial else "", **settings, **self.overrides}
         inputs = [self.target, *pool] + ([initial / UNET_WEIGHTS] if initial else [])
         Stage("synthesis", f"synthesis {self.target.name} {arm} ({epochs} epochs)", folder, self.task, overrides, inputs=inputs,
               outputs=[folder / "run" / "model" / UNET_WEIGHTS, folder / "run" / "quality" / "quality.json"]).run()
@@ -120,7 +125,7 @@ class SynthesisRecipe:
         folder = model.parents[1] / MATCHED
         overrides = {"dataset_dir": str(self.target.resolve()), "model_dir": str(model), "output_dir": str(folder / "run"),
                      "standin_checkpoint": self.standin_checkpoint, "report_samples": self.report_samples, "grid_count": 16,
-                     "ddim_steps": self.ddim_steps, "seed": self.seed, "match_samples": True}
+                     "ddim_steps": self.ddim_steps, **self._sampler(), "seed": self.seed, "match_samples": True}
         Stage("synthesis report", f"synthesis {self.target.name} {arm}, matched samples", folder, "synthesis_report", overrides,
               inputs=[model / UNET_WEIGHTS], outputs=[folder / "quality" / "quality.json"]).run()
 

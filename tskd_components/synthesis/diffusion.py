@@ -157,9 +157,10 @@ def ddim_batches(unet: UNet2DModel, scheduler_config: Mapping[str, Any], num_ima
                  seed: int = 0, device: str | torch.device | None = None, skip_batches: int = 0,
                  eta: float = 0.0) -> Iterator[tuple[int, torch.Tensor]]:
     """:func:`sample` batch by batch: yields ``(batch index, (n, C, H, W) on the CPU)``. ``skip_batches``: the first
-    batches' noise is drawn and dropped without running the model, so a resumed draw continues the same images."""
-    if skip_batches and eta:
-        raise ValueError("a resumed draw replays only the initial noise; with eta > 0 the steps draw noise too")
+    batches' noise is drawn and dropped without running the model, so a resumed draw continues the same images.
+    ``eta``: DDIM's share of fresh noise per step (0: deterministic DDIM; 1: ancestral sampling, as DDPM's); each
+    batch draws its step noise from its own generator (seeded by ``seed`` and the batch index), so a resumed draw
+    with ``eta > 0`` gives the same images too."""
     ddim = DDIMScheduler.from_config(dict(scheduler_config))
     ddim.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
@@ -170,8 +171,9 @@ def ddim_batches(unet: UNet2DModel, scheduler_config: Mapping[str, Any], num_ima
         x = torch.randn(min(batch_size, num_images - start), channels, size, size, generator=generator).to(device)
         if index < skip_batches:
             continue
+        step_noise = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
         for t in ddim.timesteps:
-            x = ddim.step(unet(x, t).sample, t, x, eta=eta, generator=generator).prev_sample
+            x = ddim.step(unet(x, t).sample, t, x, eta=eta, generator=step_noise).prev_sample
         yield index, x.clamp(-1, 1).cpu()
 
 

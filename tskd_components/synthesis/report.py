@@ -111,11 +111,12 @@ def quality_report(real: torch.Tensor, synthetic: torch.Tensor, output_dir: str 
 def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir: str | Path, num_samples: int = 32,
                      steps: int = 50, seed: int = 0, feature_weights: str | Path | None = None,
                      standin_checkpoint: str | Path | None = None, grid_count: int = 8, match_statistics: bool = False,
-                     samples_dir: str | Path = "") -> dict:
+                     samples_dir: str | Path = "", eta: float = 0.0) -> dict:
     """Sample ``num_samples`` images from the model in ``model_dir`` and report on them against the real
     training images of ``dataset_dir`` at the model's resolution (``grid_count`` of each in the grid).
     ``samples_dir``: report on the first ``num_samples`` of that drawn-samples folder (:mod:`.samples`) instead of
-    sampling the model (``steps`` and ``seed`` then come from its manifest).
+    sampling the model (``steps``, ``eta`` and ``seed`` then come from its manifest). ``eta``: DDIM's step noise
+    (:func:`~tskd_components.synthesis.diffusion.sample`); the report records the sampler.
     ``match_statistics``: the samples first take the channel statistics of the training images
     (:func:`~tskd_components.synthesis.colour.match_target_statistics`, drawn with ``seed``), as a transfer set
     built with it would."""
@@ -126,20 +127,20 @@ def report_for_model(dataset_dir: str | Path, model_dir: str | Path, output_dir:
 
     if samples_dir:
         drawn = read_samples_manifest(samples_dir, num_samples)
-        size, channels, seed = drawn["image_size"], drawn["channels"], drawn["seed"]
+        size, channels, seed, steps, eta = drawn["image_size"], drawn["channels"], drawn["seed"], drawn["ddim_steps"], drawn.get("eta", 0.0)
         synthetic = read_samples(samples_dir, num_samples)
     else:
         unet, scheduler_config = load_unet(model_dir)
         size, channels = unet.config.sample_size, unet.config.in_channels
-        synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed)
+        synthetic = sample(unet, scheduler_config, num_samples, steps, seed=seed, eta=eta)
     pre = diffusion_preprocessing(size, channels, augment=False)
     real = torch.stack([item["image"] for item in Dataset(synthesis_datalist(dataset_dir), pre)])
     if match_statistics:  # the training images just loaded are the references: same preprocessing, no second read
         synthetic = match_target_statistics(synthetic, dataset_dir, seed, statistics=channel_statistics(real))
     report = quality_report(real, synthetic, output_dir, feature_weights, grid_count=grid_count, standin_checkpoint=standin_checkpoint,
                             samples=samples_description(match_statistics))
-    if samples_dir:
-        report = {**report, "samples_dir": str(samples_dir), "model_sha256": drawn["model_sha256"]}
-        write_json(Path(output_dir) / "quality.json", report)
+    report = {**report, "sampler": {"ddim_steps": steps, "eta": eta, "seed": seed},
+              **({"samples_dir": str(samples_dir), "model_sha256": drawn["model_sha256"]} if samples_dir else {})}
+    write_json(Path(output_dir) / "quality.json", report)
     print(json.dumps(report, indent=1))
     return report

@@ -28,17 +28,17 @@ SAMPLES_STARTED = "samples.started.json"
 
 
 def draw_samples(model_dir: str | Path, samples_dir: str | Path, num_images: int, steps: int = 50, batch_size: int = 64,
-                 seed: int = 0, device: str | torch.device | None = None) -> Path:
+                 seed: int = 0, device: str | torch.device | None = None, eta: float = 0.0) -> Path:
     """Draw ``num_images`` DDIM samples of the model in ``model_dir`` into ``samples_dir``; returns ``samples.json``.
 
-    The same (model, seed, steps, batch_size) give the same images, also after an interruption (finished batches
+    The same (model, seed, steps, eta, batch_size) give the same images, also after an interruption (finished batches
     are kept, the noise of the skipped ones is drawn again without running the model); a finished draw with the
     same settings is not drawn again."""
     out = Path(samples_dir)
     out.mkdir(parents=True, exist_ok=True)
     unet, scheduler_config = load_unet(model_dir)
     settings = {"model_dir": str(model_dir), "model_sha256": file_digest(Path(model_dir) / UNET_WEIGHTS), "image_size": unet.config.sample_size,
-                "channels": unet.config.in_channels, "seed": seed, "ddim_steps": steps, "batch_size": batch_size, "num_images": num_images}
+                "channels": unet.config.in_channels, "seed": seed, "ddim_steps": steps, "eta": eta, "batch_size": batch_size, "num_images": num_images}
     finished = out / SAMPLES_MANIFEST
     if finished.is_file() and {k: v for k, v in json.loads(finished.read_text()).items() if k != "files"} == settings:
         return finished  # drawn already
@@ -47,7 +47,7 @@ def draw_samples(model_dir: str | Path, samples_dir: str | Path, num_images: int
     if started.is_file() and json.loads(started.read_text())["settings"] == settings:
         done = json.loads(started.read_text())["finished_batches"]
     write_json(started, {"settings": settings, "finished_batches": done})
-    for batch_index, images in ddim_batches(unet, scheduler_config, num_images, steps, batch_size, seed, device, skip_batches=done):
+    for batch_index, images in ddim_batches(unet, scheduler_config, num_images, steps, batch_size, seed, device, skip_batches=done, eta=eta):
         write_pngs(images, out, start=batch_index * batch_size)
         write_json(started, {"settings": settings, "finished_batches": batch_index + 1})
     files = [out / f"synthetic_{i:05d}.png" for i in range(num_images)]
