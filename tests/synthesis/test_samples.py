@@ -58,6 +58,19 @@ def test_samples_read_back_as_the_sampler_made_them(model, tmp_path):
     assert (read - made.transpose(-1, -2)).abs().max() > 0.1  # a transposed read would not pass
 
 
+def test_a_folder_drawn_before_eta_was_recorded_is_still_finished(model, tmp_path, monkeypatch):
+    manifest = draw_samples(model, tmp_path / "drawn", 3, steps=2, batch_size=3)
+    old = json.loads(manifest.read_text())
+    del old["eta"]
+    manifest.write_text(json.dumps(old))
+    calls = []
+    monkeypatch.setattr(samples_module, "write_pngs", lambda *a, **k: calls.append(1))
+    draw_samples(model, tmp_path / "drawn", 3, steps=2, batch_size=3)
+    assert calls == []  # deterministic DDIM then: the same images, not drawn again
+    draw_samples(model, tmp_path / "drawn", 3, steps=2, batch_size=3, eta=1.0)
+    assert calls == [1]  # another sampler: drawn anew
+
+
 def test_ancestral_steps_add_seeded_noise(model):
     unet, scheduler_config = load_unet(model)
     ddim, ancestral, again = (sample(unet, scheduler_config, 3, steps=3, batch_size=3, seed=4, eta=eta) for eta in (0.0, 1.0, 1.0))

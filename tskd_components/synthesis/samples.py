@@ -40,11 +40,12 @@ def draw_samples(model_dir: str | Path, samples_dir: str | Path, num_images: int
     settings = {"model_dir": str(model_dir), "model_sha256": file_digest(Path(model_dir) / UNET_WEIGHTS), "image_size": unet.config.sample_size,
                 "channels": unet.config.in_channels, "seed": seed, "ddim_steps": steps, "eta": eta, "batch_size": batch_size, "num_images": num_images}
     finished = out / SAMPLES_MANIFEST
-    if finished.is_file() and {k: v for k, v in json.loads(finished.read_text()).items() if k != "files"} == settings:
+    before_eta = {"eta": 0.0}  # folders drawn before eta was recorded were deterministic DDIM
+    if finished.is_file() and before_eta | {k: v for k, v in json.loads(finished.read_text()).items() if k != "files"} == settings:
         return finished  # drawn already
     started = out / SAMPLES_STARTED
     done = 0
-    if started.is_file() and json.loads(started.read_text())["settings"] == settings:
+    if started.is_file() and before_eta | json.loads(started.read_text())["settings"] == settings:
         done = json.loads(started.read_text())["finished_batches"]
     write_json(started, {"settings": settings, "finished_batches": done})
     for batch_index, images in ddim_batches(unet, scheduler_config, num_images, steps, batch_size, seed, device, skip_batches=done, eta=eta):
