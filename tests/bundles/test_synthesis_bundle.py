@@ -62,6 +62,17 @@ def test_fine_tuning_starts_from_initial_weights(trained, tmp_path):
         init_unet(build_unet(64, 1, (16, 32), 1, (False, True)), pretrained)
 
 
+def test_a_v_prediction_model_exports_its_objective_and_samples_with_it(tmp_path):
+    """prediction_type and snr_gamma reach the run's resolved settings; the exported scheduler carries the prediction
+    type, so the end-of-training report's DDIM sampler (built from it) follows it."""
+    run_bundle("tskd_synthesis", "train.json", bundle_root=str(tmp_path), max_epochs=1, prediction_type="v_prediction", snr_gamma=5.0, **TINY)
+    run_dir = tmp_path / "runs" / "hc18_32px_s0"
+    assert json.loads((run_dir / "model" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    resolved = json.loads((run_dir / "config.resolved.json").read_text())
+    assert (resolved["prediction_type"], resolved["snr_gamma"]) == ("v_prediction", 5.0)
+    assert json.loads((run_dir / "quality" / "quality.json").read_text())["num_synthetic"] == 6
+
+
 def test_metadata():
     verify_metadata(meta_file=str(REPO / "bundles/tskd_synthesis/configs/metadata.json"), filepath=str(REPO / "bundles/metadata_schema.json"))
 

@@ -61,6 +61,19 @@ def test_the_target_in_the_pool_is_refused_in_one_line(tmp_path, capsys):
     assert code == 2 and "are in the pre-training pool" in capsys.readouterr().err
 
 
+def test_the_training_objective_reaches_the_recipe_only_when_given(small_copy, tmp_path, monkeypatch):
+    from tskd_components.pipeline import cli
+
+    pool = small_copy(SAMPLE, n=2)
+    pool.rename(pool.with_name("other_pool"))
+    made = []
+    monkeypatch.setattr(SynthesisRecipe, "run", lambda self: made.append(self) or tmp_path / "recipe.md")
+    common = ["synthesis", "--dataset", str(SAMPLE), "--data-root", str(tmp_path), "--pool", "other_pool", "--run-dir", str(tmp_path / "runs")]
+    assert cli.main(common + ["--prediction-type", "v_prediction", "--snr-gamma", "5"]) == 0
+    assert cli.main(common) == 0
+    assert [dict(r.overrides) for r in made] == [{"prediction_type": "v_prediction", "snr_gamma": 5.0}, {}]  # {}: the bundle's
+
+
 def test_presets_take_sizes_from_the_bundle_configs_and_steps_from_the_preset(tmp_path):
     base = dict(run_dir=tmp_path, target=SAMPLE, pool=[])
     cpu, gpu = SynthesisRecipe(**base), SynthesisRecipe(**base, preset="gpu")

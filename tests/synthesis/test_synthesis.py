@@ -50,6 +50,41 @@ def test_training_loss_decreases_on_real_images(hc18):
     assert not torch.equal(next(averaged.parameters()), next(unet.parameters()))
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_the_loss_targets_what_the_scheduler_predicts(kind):
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=kind)
+    step = DiffusionStep(scheduler)
+    clean, noise, t = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 990])
+    ac = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    truth = {"epsilon": noise, "sample": clean, "v_prediction": ac.sqrt() * noise - (1 - ac).sqrt() * clean}[kind]
+    assert step.loss(truth, clean, noise, t).item() == pytest.approx(0.0, abs=1e-10)
+    others = [v for k, v in {"epsilon": noise, "sample": clean}.items() if k != kind]
+    assert all(step.loss(o, clean, noise, t).item() > 0.1 for o in others)
+
+
+@pytest.mark.parametrize("kind, denominator", [("epsilon", lambda snr: snr), ("v_prediction", lambda snr: snr + 1), ("sample", lambda snr: 1.0)])
+def test_min_snr_weights_cap_each_timestep_at_gamma(kind, denominator):
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=kind)
+    clean, noise = torch.zeros(4, 1, 4, 4), torch.zeros(4, 1, 4, 4)
+    t = torch.tensor([1, 100, 500, 900])  # SNR from ~10^4 down to ~10^-2
+    ac = scheduler.alphas_cumprod[t].double()
+    snr = ac / (1 - ac)
+    errors = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(-1, 1, 1, 1).expand(4, 1, 4, 4)
+    if kind == "v_prediction":  # with clean = noise = 0 the velocity is 0 too, so the error is the prediction
+        assert scheduler.get_velocity(clean, noise, t).abs().max() == 0
+    expected = (torch.tensor([1.0, 4.0, 9.0, 16.0]).double() * snr.clamp(max=5) / denominator(snr)).mean()
+    weighted = DiffusionStep(scheduler, snr_gamma=5).loss(errors, clean, noise, t)
+    assert weighted.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert DiffusionStep(scheduler).loss(errors, clean, noise, t).item() == pytest.approx(7.5)  # gamma 0: plain MSE
+
+
+def test_untrainable_prediction_types_and_gammas_are_refused():
+    with pytest.raises(ValueError, match="prediction_type 'flow'"):
+        DiffusionStep(DDPMScheduler(prediction_type="flow"))
+    with pytest.raises(ValueError, match="snr_gamma must be"):
+        DiffusionStep(DDPMScheduler(), snr_gamma=-1)
+
+
 def test_sampling_is_deterministic_for_a_seed():
     unet = tiny_unet().eval()
     config = DDPMScheduler(num_train_timesteps=1000).config

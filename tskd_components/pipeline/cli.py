@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--samples", type=int, default=64, help="synthetic images each report draws")
     syn.add_argument("--ddim-steps", type=int, default=50)
     syn.add_argument("--ddim-eta", type=float, help="DDIM step noise of the reports' samples (0: deterministic, 1: ancestral; default: the bundle's)")
+    syn.add_argument("--prediction-type", choices=["epsilon", "v_prediction", "sample"], help="what the UNet learns to predict "
+                     "(default: the bundle's, epsilon)")
+    syn.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weights, e.g. 5 (default: the bundle's, 0 = plain MSE)")
     syn.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
                      help="arms this process runs (e.g. two processes of one thread: --arms today target_long / --arms pool_then_target)")
     syn.add_argument("--no-matched-report", action="store_true", help="skip each arm's report of its samples matched to the "
@@ -239,7 +242,8 @@ def run_command(args: argparse.Namespace, command: str) -> int:
                                  today_epochs=args.today_epochs, standin_checkpoint=args.standin_checkpoint, report_samples=args.samples,
                                  ddim_steps=args.ddim_steps, ddim_eta=args.ddim_eta, seed=args.seed, arms=args.arms, preset=args.preset, pool_steps=args.pool_steps,
                                  target_steps=args.target_steps, image_size=args.image_size, batch_size=args.batch_size,
-                                 match_samples=not args.no_matched_report)
+                                 match_samples=not args.no_matched_report, overrides={k: v for k, v in (
+                                     ("prediction_type", args.prediction_type), ("snr_gamma", args.snr_gamma)) if v is not None})
         print(f"recipes: {recipe.run()}")
         return 0
     if args.command == "foundation":

@@ -4,6 +4,7 @@ and DDIM sampling of synthetic images that grow the transfer set."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from ignite.engine import Engine
 from monai.transforms import Compose, EnsureTyped, RandFlipd, Resized, ScaleIntensityd
 from PIL import Image
@@ -120,12 +121,36 @@ class EMAWeights:
 
 class DiffusionStep:
     """``iteration_update`` for MONAI's ``SupervisedTrainer`` (network = UNet): noise a batch at random
-    timesteps, predict the noise, MSE, clip gradients, step, update the EMA."""
+    timesteps, predict what the scheduler's ``prediction_type`` names (``epsilon``: the noise; ``v_prediction``:
+    the velocity; ``sample``: the clean image), MSE, clip gradients, step, update the EMA.
 
-    def __init__(self, scheduler: DDPMScheduler, ema: EMAWeights | None = None, max_grad_norm: float = 1.0) -> None:
+    ``snr_gamma`` > 0: Min-SNR-gamma loss weights (Hang et al., ICCV 2023), each image's loss weighted by
+    ``min(SNR(t), gamma)`` divided by ``SNR(t)`` (epsilon), ``SNR(t) + 1`` (v) or 1 (sample), so the nearly clean
+    timesteps stop dominating the gradient; 0: the plain mean squared error."""
+
+    TARGETS = ("epsilon", "v_prediction", "sample")
+
+    def __init__(self, scheduler: DDPMScheduler, ema: EMAWeights | None = None, max_grad_norm: float = 1.0, snr_gamma: float = 0.0) -> None:
+        kind = scheduler.config.prediction_type
+        if kind not in self.TARGETS:
+            raise ValueError(f"prediction_type {kind!r} is not trainable here; choose one of {list(self.TARGETS)}")
+        if snr_gamma < 0 or not math.isfinite(snr_gamma):
+            raise ValueError(f"snr_gamma must be a finite number >= 0 (0: unweighted loss), got {snr_gamma}")
         self.scheduler = scheduler
         self.ema = ema
         self.max_grad_norm = max_grad_norm
+        self.snr_gamma = snr_gamma
+
+    def loss(self, prediction: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The (weighted) MSE of ``prediction`` (N, C, H, W) against the target at timesteps ``t`` (N,)."""
+        kind = self.scheduler.config.prediction_type
+        target = {"epsilon": noise, "sample": clean}.get(kind)
+        target = self.scheduler.get_velocity(clean, noise, t) if target is None else target
+        if not self.snr_gamma:
+            return F.mse_loss(prediction, target)
+        snr = compute_snr(self.scheduler, t).clamp(min=1e-12)
+        weight = snr.clamp(max=self.snr_gamma) / {"epsilon": snr, "v_prediction": snr + 1}.get(kind, torch.ones_like(snr))
+        return (F.mse_loss(prediction, target, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
 
     def __call__(self, engine: Engine, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         unet = engine.network
@@ -135,7 +160,7 @@ class DiffusionStep:
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (clean.shape[0],), device=clean.device)
         noisy = self.scheduler.add_noise(clean, noise, t)
         engine.optimizer.zero_grad(set_to_none=True)
-        loss = F.mse_loss(unet(noisy, t).sample, noise)
+        loss = self.loss(unet(noisy, t).sample, clean, noise, t)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(unet.parameters(), self.max_grad_norm)
         engine.optimizer.step()
