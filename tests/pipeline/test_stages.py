@@ -21,6 +21,25 @@ def test_signature_follows_overrides_and_input_contents(tmp_path):
     assert stage.signature() != first
 
 
+def test_a_changed_bundle_default_redoes_only_the_stages_relying_on_it(tmp_path, monkeypatch):
+    """tskd_synthesis 0.5.0 made v-prediction + Min-SNR-5 the default: a diffusion stage trained before (epsilon, plain
+    MSE) keeps its signature whether it named that objective or relied on the old default; one relying on the new
+    default is a new stage."""
+    configs = tmp_path / "tskd_synthesis" / "configs"
+    configs.mkdir(parents=True)
+    monkeypatch.setattr(stages, "configs_dir", lambda name: tmp_path / name / "configs")
+
+    def signature(**overrides):
+        return Stage("k", "n", tmp_path / "s", "synthesis", {"max_epochs": 2, **overrides}).signature()
+
+    (configs / "train.json").write_text(json.dumps({"prediction_type": "epsilon", "snr_gamma": 0.0}))
+    before = signature()
+    assert signature(prediction_type="epsilon", snr_gamma=0) == before
+    (configs / "train.json").write_text(json.dumps({"prediction_type": "v_prediction", "snr_gamma": 5.0}))
+    assert signature() != before and signature(prediction_type="epsilon", snr_gamma=0.0) == before
+    assert signature() == signature(prediction_type="v_prediction", snr_gamma=5) != signature(snr_gamma=0.0)
+
+
 def test_a_stage_records_wall_and_cpu_seconds_apart(tmp_path, monkeypatch):
     """Wall time counts a pause (here a sleep, as a SIGSTOP or other jobs on the cores would); CPU time does not."""
     import time

@@ -34,6 +34,11 @@ def test_recipes_run_compare_and_resume(small_copy, tmp_path, capsys):
     final = json.loads((md.parent / "pool_then_target" / "stage.json").read_text())["overrides"]
     assert final["initial_weights"] == str(md.parent / "pool" / "run" / "model") and final["pool"] == []
     assert "colour_match" not in pool_stage["overrides"]  # the plain arms keep their stage signatures
+    # today is the before-reference: the objective of then (epsilon, plain MSE); the others take the bundle's
+    today = json.loads((md.parent / "today" / "stage.json").read_text())["overrides"]
+    assert (today["prediction_type"], today["snr_gamma"]) == ("epsilon", 0.0) and "prediction_type" not in pool_stage["overrides"]
+    exported = json.loads((md.parent / "target_long" / "run" / "model" / "scheduler" / "scheduler_config.json").read_text())
+    assert exported["prediction_type"] == "v_prediction"
     colour = json.loads((md.parent / "pool_colour" / "stage.json").read_text())["overrides"]
     assert colour["colour_match"] is True and colour["pool"] == [str(pool.resolve())]
     final = json.loads((md.parent / "colour_pool_then_target" / "stage.json").read_text())["overrides"]

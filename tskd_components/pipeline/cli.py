@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--ddim-steps", type=int, default=50)
     syn.add_argument("--ddim-eta", type=float, help="DDIM step noise of the reports' samples (0: deterministic, 1: ancestral; default: the bundle's)")
     syn.add_argument("--prediction-type", choices=["epsilon", "v_prediction", "sample"], help="what the UNet learns to predict "
-                     "(default: the bundle's, epsilon)")
-    syn.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weights, e.g. 5 (default: the bundle's, 0 = plain MSE)")
+                     "(default: the bundle's, v_prediction; epsilon before bundle 0.5.0)")
+    syn.add_argument("--snr-gamma", type=float, help="Min-SNR-gamma loss weights (default: the bundle's, 5; 0 = plain MSE)")
     syn.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
                      help="arms this process runs (e.g. two processes of one thread: --arms today target_long / --arms pool_then_target)")
     syn.add_argument("--no-matched-report", action="store_true", help="skip each arm's report of its samples matched to the "

@@ -94,6 +94,12 @@ def run_bundle(name: str, configs: Sequence[str], **overrides: Any) -> None:
 LEGACY_STUDENT = {"student_name": "vit_tiny", "decoder": "unetr"}
 
 
+# training settings whose bundle default changed (task -> setting -> the default before): a stage's signature names
+# such a setting only where its value, given or the bundle's default, differs from the old default, so stages run
+# before the change stay done and stages relying on the new default are redone (tskd_synthesis 0.5.0: v-prediction)
+LEGACY_DEFAULTS = {task: {"prediction_type": "epsilon", "snr_gamma": 0.0} for task in ("synthesis", "synthesis_gpu")}
+
+
 def student_choice(student_name: str = "", decoder: str = "") -> dict[str, str]:
     """The student a stage builds: each choice given, else the student bundle's ``train.json`` default."""
     defaults = json.loads((configs_dir("tskd_student_segmentation") / "train.json").read_text())
@@ -198,6 +204,13 @@ class Stage:
     def signature(self) -> str:
         # naming the legacy student is the same stage as relying on it when it was the default (one model, one signature)
         overrides = {k: v for k, v in self.overrides.items() if LEGACY_STUDENT.get(k) != v}
+        if self.task in LEGACY_DEFAULTS:
+            defaults: dict[str, Any] = {}
+            for name in self.configs:
+                defaults.update(json.loads((configs_dir(self.bundle) / name).read_text()))
+            for key, old in LEGACY_DEFAULTS[self.task].items():
+                value = type(old)(overrides.pop(key, defaults.get(key, old)))  # 5 and 5.0: one setting
+                overrides.update({key: value} if value != old else {})
         spec = {"bundle": self.bundle, "configs": list(self.configs), "overrides": overrides,
                 "inputs": {str(p): input_digest(p) for p in self.inputs}}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()

@@ -2,7 +2,8 @@
 
 Arms (each trains ``bundles/tskd_synthesis`` and ends with its quality report against the target's training images):
 
-- ``today``: the experiments' current recipe, the target's training images only for ``today_epochs`` epochs;
+- ``today``: the recipe before issue 16, the target's training images only for ``today_epochs`` epochs with the
+  objective of then (epsilon prediction, plain MSE; the other arms take the bundle's, v-prediction with Min-SNR-5);
 - ``target_long``: the target only, for the whole step budget (``pool_steps + target_steps``): more steps and EMA;
 - ``pool_then_target``: ``pool_steps`` on the pool of other datasets' training images (the foundation stand-in's
   pool; the target is refused there, test splits are never read), then ``target_steps`` on the target from those
@@ -31,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from ..synthesis.diffusion import synthesis_datalist
 from ..synthesis.quality import standin_record
 from ..utils.io import write_json
-from .stages import BUNDLE_CONFIGS, Stage, configs_dir, pin_bundle_configs
+from .stages import BUNDLE_CONFIGS, LEGACY_DEFAULTS, Stage, configs_dir, pin_bundle_configs
 
 ARMS = ("today", "target_long", "pool_then_target", "colour_pool_then_target")
 # optimizer steps of the recipe per preset (pool, target); image size, batch and network: the preset's bundle configs.
@@ -111,7 +112,7 @@ class SynthesisRecipe:
                      "batch_size": self.batch_size, "max_epochs": epochs, "seed": self.seed, "output_dir": str(folder / "run"),
                      "model_dir": str(folder / "run" / "model"), "standin_checkpoint": self.standin_checkpoint,
                      "report_samples": self.report_samples, "grid_count": 16, "ddim_steps": self.ddim_steps,
-                     **self._sampler(), "initial_weights": str(initial) if initial else "", **settings, **self.overrides}
+                     **self._sampler(), "initial_weights": str(initial) if initial else "", **self.overrides, **settings}  # an arm's own settings win
         inputs = [self.target, *pool] + ([initial / UNET_WEIGHTS] if initial else [])
         Stage("synthesis", f"synthesis {self.target.name} {arm} ({epochs} epochs)", folder, self.task, overrides, inputs=inputs,
               outputs=[folder / "run" / "model" / UNET_WEIGHTS, folder / "run" / "quality" / "quality.json"]).run()
@@ -135,7 +136,7 @@ class SynthesisRecipe:
         pin_bundle_configs()
         out = Path(self.run_dir).resolve() / self.target.name
         if "today" in self.arms:
-            self._stage("today", self.today_epochs)
+            self._stage("today", self.today_epochs, **LEGACY_DEFAULTS[self.task])
         if "target_long" in self.arms:
             self._stage("target_long", self._epochs(self.pool_steps + self.target_steps))
         pool = out / "pool"
