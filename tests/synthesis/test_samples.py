@@ -61,7 +61,7 @@ def test_samples_read_back_as_the_sampler_made_them(model, tmp_path):
 def test_a_folder_drawn_before_eta_was_recorded_is_still_finished(model, tmp_path, monkeypatch):
     manifest = draw_samples(model, tmp_path / "drawn", 3, steps=2, batch_size=3)
     old = json.loads(manifest.read_text())
-    del old["eta"]
+    del old["eta"], old["prediction_type"]
     manifest.write_text(json.dumps(old))
     calls = []
     monkeypatch.setattr(samples_module, "write_pngs", lambda *a, **k: calls.append(1))
@@ -69,6 +69,14 @@ def test_a_folder_drawn_before_eta_was_recorded_is_still_finished(model, tmp_pat
     assert calls == []  # deterministic DDIM then: the same images, not drawn again
     draw_samples(model, tmp_path / "drawn", 3, steps=2, batch_size=3, eta=1.0)
     assert calls == [1]  # another sampler: drawn anew
+
+
+def test_the_manifest_names_what_the_model_predicts(tmp_path):
+    unet = build_unet(32, 1, block_out_channels=(16, 32), attention_levels=(False, True))
+    for kind in ("epsilon", "v_prediction"):
+        folder = save_unet(EMAWeights(unet), DDPMScheduler(num_train_timesteps=1000, prediction_type=kind), tmp_path / kind)
+        manifest = json.loads(draw_samples(folder, tmp_path / f"drawn_{kind}", 1, steps=2, batch_size=1).read_text())
+        assert manifest["prediction_type"] == kind
 
 
 def test_ancestral_steps_add_seeded_noise(model):

@@ -39,9 +39,11 @@ def draw_samples(model_dir: str | Path, samples_dir: str | Path, num_images: int
     unet, scheduler_config = load_unet(model_dir)
     settings = {"model_dir": str(model_dir), "model_sha256": file_digest(Path(model_dir) / UNET_WEIGHTS), "image_size": unet.config.sample_size,
                 "channels": unet.config.in_channels, "seed": seed, "ddim_steps": steps, "eta": eta, "batch_size": batch_size, "num_images": num_images}
+    # what the model predicts (its scheduler's config) is recorded for the reader; the model's digest already fixes it
+    described = {**settings, "prediction_type": scheduler_config.get("prediction_type", "epsilon")}
     finished = out / SAMPLES_MANIFEST
     before_eta = {"eta": 0.0}  # folders drawn before eta was recorded were deterministic DDIM
-    if finished.is_file() and before_eta | {k: v for k, v in json.loads(finished.read_text()).items() if k != "files"} == settings:
+    if finished.is_file() and before_eta | {k: v for k, v in json.loads(finished.read_text()).items() if k not in ("files", "prediction_type")} == settings:
         return finished  # drawn already
     started = out / SAMPLES_STARTED
     done = 0
@@ -52,7 +54,7 @@ def draw_samples(model_dir: str | Path, samples_dir: str | Path, num_images: int
         write_pngs(images, out, start=batch_index * batch_size)
         write_json(started, {"settings": settings, "finished_batches": batch_index + 1})
     files = [out / f"synthetic_{i:05d}.png" for i in range(num_images)]
-    manifest = write_json(out / SAMPLES_MANIFEST, {**settings, "files": [{"file": f.name, "sha256": file_digest(f)} for f in files]})
+    manifest = write_json(out / SAMPLES_MANIFEST, {**described, "files": [{"file": f.name, "sha256": file_digest(f)} for f in files]})
     started.unlink()
     return manifest
 
