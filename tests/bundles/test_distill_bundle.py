@@ -83,10 +83,13 @@ def test_stale_cache_is_refused(trained_teacher, cache_dir, tmp_path):
     assert isinstance(err, StaleCacheError) and "is stale: teacher" in str(err)
 
 
-def test_task_agnostic_kd_online_with_the_frozen_teacher(tmp_path):
-    distill(tmp_path, "ta_kd", max_epochs=1)
+def test_task_agnostic_kd_online_with_the_frozen_teacher_for_a_step_budget(tmp_path):
+    distill(tmp_path, "ta_kd", max_epochs=2, max_steps=4)  # 24 images, batch 8: 3 steps per epoch, the 2nd ends after 1
     run_dir = tmp_path / "runs" / "hc18_ta_kd_s0"
+    assert json.loads((run_dir / "training_summary.json").read_text())["steps"] == 4
     rows = list(csv.DictReader((run_dir / "training_log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]  # the shortened epoch is logged too
+    assert float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-9)  # the cosine spans the 4 steps, not 2 whole epochs (6)
     assert "predictions" not in rows[0] and float(rows[0]["features"]) > 0
     report = load_student_weights(ViTSegmenter(64, 3, 2), run_dir / "student_pretrained.safetensors")
     assert not report.missing_encoder and all(k.startswith("decoder.") for k in report.missing)

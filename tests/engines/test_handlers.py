@@ -8,7 +8,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from tskd_components.engines import AtomicCheckpointSaver, EarlyStopping, MetricsReport, NaNGuard, ResumeFromCheckpoint, TrainingCurves, latest_checkpoint
+from tskd_components.engines import (AtomicCheckpointSaver, EarlyStopping, MetricsReport, NaNGuard, ResumeFromCheckpoint, StepLimit, TrainingCurves,
+                                    TrainingSummary, latest_checkpoint)
 
 
 def make_trainer(model, optimizer, losses):
@@ -113,6 +114,33 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
     NaNGuard(ckpt_dir=str(tmp_path)).attach(trainer)
     with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 2, iteration 2; lower the learning rate.*checkpoint_epoch=1.pt"):
         trainer.run([torch.randn(2, 3)], max_epochs=3)
+
+
+def test_a_step_limit_ends_mid_epoch_and_a_resumed_run_ends_at_the_same_step(tmp_path):
+    def run(max_epochs, resume):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = make_trainer(model, opt, {})
+        state = {"model": model, "optimizer": opt}
+        ResumeFromCheckpoint(str(tmp_path / "ckpt"), state, enabled=resume).attach(trainer)
+        StepLimit(10).attach(trainer)
+        AtomicCheckpointSaver(str(tmp_path / "ckpt"), state, save_engine_as="trainer", save_interval=1, n_saved=1).attach(trainer)
+        TrainingSummary(str(tmp_path)).attach(trainer)
+        trainer.run([torch.randn(2, 3) for _ in range(4)], max_epochs=max_epochs)  # 4 steps per epoch
+        return json.loads((tmp_path / TrainingSummary.FILE).read_text())
+
+    assert run(2, resume=False) == {"steps": 8, "epochs": 2, "max_epochs": 2, "stopped_early": False}  # epochs cap first
+    # resumed from epoch 2's checkpoint with 3 epochs (12 steps) allowed: the limit ends epoch 3 after its 2nd step,
+    # and the run still completes (the summary is written) without counting as stopped early
+    assert run(3, resume=True) == {"steps": 10, "epochs": 3, "max_epochs": 3, "stopped_early": False}
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint_epoch=2.pt"]  # no checkpoint of a partial epoch
+    StepLimit(0).attach(trainer := Engine(lambda e, b: None))  # 0: no limit, nothing attached
+    assert not trainer.has_event_handler(StepLimit(0), Events.ITERATION_COMPLETED)
+    trainer.run([0] * 3, max_epochs=2)
+    assert trainer.state.iteration == 6
+    with pytest.raises(ValueError, match="max_steps must be >= 0"):
+        StepLimit(-1)
 
 
 def test_training_curves_csv_and_png(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tskd_components.pipeline import SCALES, Experiment, ExperimentSpec, stages
 from tskd_components.pipeline.cli import main as tskd
-from tskd_components.pipeline.experiment import epochs_for
+from tskd_components.pipeline.experiment import epochs_for, step_budget
 
 
 def test_epochs_follow_the_label_budget():
@@ -216,14 +216,26 @@ def test_distill_steps_fix_the_distillation_compute_whatever_the_transfer_set(sa
     spec = dict(run_dir=tmp_path, datasets=[sample_dataset], num_labeled=[4], methods=["ts_kd"], scale="tiny")
     Experiment(ExperimentSpec(**spec)).finetune(sample_dataset, "ts_kd", 4, 0)
     assert [s.overrides["max_epochs"] for s in staged if s.task == "ts_kd"] == [SCALES["tiny"].distill_epochs]  # default: epochs
-    num_real, big = len(read_split(sample_dataset)["train"]), tmp_path / "big_set"
-    big.mkdir()
-    for i in range(64):  # a transfer set of 64 images, batch 8: 8 steps per epoch
-        Image.new("L", (8, 8), i).save(big / f"img_{i:02d}.png")
-    epochs = {}
-    for name, folder in (("real", sample_dataset), ("big", big)):
+    num_real = len(read_split(sample_dataset)["train"])
+    folders = {"real": sample_dataset}
+    for name, count in (("even", 64), ("odd", 70)):  # batch 8: 8 steps per epoch (6 epochs are 48 steps), 9 (6 are 54)
+        folders[name] = tmp_path / f"{name}_set"
+        folders[name].mkdir()
+        for i in range(count):
+            Image.new("L", (8, 8), i).save(folders[name] / f"img_{i:02d}.png")
+    budgets = {}
+    for name, folder in folders.items():
         staged.clear()
         monkeypatch.setattr(Experiment, "transfer_dir", lambda self, dataset, folder=folder: folder)
         Experiment(ExperimentSpec(**spec, distill_steps=48, variant=name)).finetune(sample_dataset, "ts_kd", 4, 0)
-        epochs[name] = next(s.overrides["max_epochs"] for s in staged if s.task == "ts_kd")
-    assert epochs == {"real": round(48 / math.ceil(num_real / 8)), "big": 6}  # ~48 steps on either set
+        budgets[name] = next({k: s.overrides[k] for k in ("max_epochs", "max_steps") if k in s.overrides} for s in staged if s.task == "ts_kd")
+    real_epochs = math.ceil(48 / math.ceil(num_real / 8))
+    assert budgets["real"] == {"max_epochs": real_epochs, **({"max_steps": 48} if real_epochs * math.ceil(num_real / 8) != 48 else {})}
+    assert budgets["even"] == {"max_epochs": 6}  # whole epochs meet the budget: no limit named, the signature of before
+    assert budgets["odd"] == {"max_epochs": 6, "max_steps": 48}  # the 6th epoch ends after its 3rd step
+
+
+def test_a_step_budget_is_whole_epochs_and_a_limit_only_where_they_overshoot():
+    assert step_budget(180, 140, 8) == {"max_epochs": 10}  # 18 steps per epoch
+    assert step_budget(180, 420, 8) == {"max_epochs": 4, "max_steps": 180}  # 53 per epoch: 3 epochs are 159, 4 are 212
+    assert step_budget(5, 140, 8) == {"max_epochs": 1, "max_steps": 5}

@@ -7,6 +7,7 @@ from .handlers import (
     NaNGuard,
     ResumeFromCheckpoint,
     RunRecorder,
+    StepLimit,
     TrainingCurves,
     TrainingSummary,
     plot_training_curves,

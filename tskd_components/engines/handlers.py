@@ -29,7 +29,7 @@ class ResumeFromCheckpoint:
     engine it is attached to (under ``engine_key``). Does nothing when ``enabled`` is false or no checkpoint exists.
 
     With ``signature`` (the run's settings), a checkpoint left by a run with other settings (another dataset,
-    label budget, seed, ...; ``max_epochs`` and output locations may change) is refused instead of silently continued.
+    label budget, seed, ...; ``max_epochs``, ``max_steps`` and output locations may change) is refused instead of silently continued.
 
     A changed ``max_epochs`` changes a cosine schedule's length (``CosineAnnealingLR.T_max``, built from the new
     settings): the restored scheduler takes the new length and the learning rate continues on the new cosine from
@@ -37,7 +37,7 @@ class ResumeFromCheckpoint:
     """
 
     SIGNATURE = "resume_signature.json"
-    MAY_CHANGE = ("max_epochs", "val_interval", "output_dir", "ckpt_dir", "model_dir", "export_path")  # length and location
+    MAY_CHANGE = ("max_epochs", "max_steps", "val_interval", "output_dir", "ckpt_dir", "model_dir", "export_path")  # length and location
 
     def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True, prefix: str = "checkpoint", engine_key: str = "trainer",
                  signature: Mapping[str, Any] | None = None) -> None:
@@ -70,7 +70,7 @@ class ResumeFromCheckpoint:
             schedule = self.load_dict[key]
             if schedule.T_max == length:
                 continue
-            logger.info(f"{key}: cosine length {schedule.T_max} -> {length} steps (max_epochs changed), continuing from step {schedule.last_epoch}")
+            logger.info(f"{key}: cosine length {schedule.T_max} -> {length} steps (max_epochs or max_steps changed), continuing from step {schedule.last_epoch}")
             schedule.T_max = length
             step = min(schedule.last_epoch, length)
             for group, base in zip(schedule.optimizer.param_groups, schedule.base_lrs):
@@ -118,6 +118,26 @@ class NaNGuard(TerminateOnNan):
                 f"{engine.state.iteration}; lower the learning rate or check the inputs for NaN/Inf"
                 + (f"; the last good checkpoint is {last} (training resumes from it)" if last else "")
             )
+
+
+class StepLimit:
+    """End training after ``max_steps`` optimizer steps, mid-epoch if need be (``max_epochs`` stays the cap; 0: no
+    limit), so that runs over sets of different sizes can take the same number of steps, not whole epochs. Ignite's
+    ``terminate`` still fires ``COMPLETED``: the final model, curves and summary are written as after the last epoch. The
+    trainer's iteration count is part of its checkpoints, so a resumed run stops at the same step."""
+
+    def __init__(self, max_steps: int = 0) -> None:
+        if max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 (0: no limit), got {max_steps}")
+        self.max_steps = max_steps
+
+    def attach(self, engine: Engine) -> None:
+        if self.max_steps:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if engine.state.iteration >= self.max_steps:
+            engine.terminate()
 
 
 class EarlyStopping:
@@ -194,7 +214,7 @@ class RunRecorder:
 
 class TrainingCurves:
     """Append per-epoch means of the loss (and its parts, for dict outputs), the learning rate and validation
-    metrics to ``training_log.csv`` in ``output_dir``, and redraw ``training_curves.png`` every ``plot_every``
+    metrics to ``training_log.csv`` in ``output_dir`` (an epoch a step limit ends early gets its row too), and redraw ``training_curves.png`` every ``plot_every``
     epochs and when the run completes (a redraw costs ~0.2 s, a tenth of a small epoch). Attach to the trainer;
     pass the validation evaluator to log its metrics too."""
 
@@ -210,6 +230,7 @@ class TrainingCurves:
         engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self._sums.clear())
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+        engine.add_event_handler(Events.TERMINATE, self._write_partial)  # a step limit's last epoch ends mid-way
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.plot_every), self._plot)
         engine.add_event_handler(Events.COMPLETED, self._plot)
 
@@ -222,8 +243,13 @@ class TrainingCurves:
         for name, value in scalar_outputs(engine.state.output).items():
             self._sums.setdefault(name, []).append(value)
 
+    def _write_partial(self, engine: Engine) -> None:
+        if self._sums:  # steps since the last row: an epoch that a stop ended before it completed
+            self._write(engine)
+
     def _write(self, engine: Engine) -> None:
         row: dict[str, Any] = {"epoch": engine.state.epoch} | {k: sum(v) / len(v) for k, v in self._sums.items()}
+        self._sums.clear()
         for name, value in (engine.state.metrics or {}).items():
             if isinstance(value, (int, float)):
                 row[name] = value

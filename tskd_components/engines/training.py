@@ -11,8 +11,8 @@ from ignite.engine import Engine
 from monai.handlers import LrScheduleHandler, StatsHandler, TensorBoardStatsHandler, ValidationHandler
 
 from .checkpoint import AtomicCheckpointSaver
-from .handlers import (EarlyStopping, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, TrainingCurves, TrainingSummary,
-                       ValidationSchedule, first_loss)
+from .handlers import (EarlyStopping, LossProgressBar, NaNGuard, ResumeFromCheckpoint, RunRecorder, StepLimit, TrainingCurves,
+                       TrainingSummary, ValidationSchedule, first_loss)
 
 
 def training_handlers(
@@ -29,6 +29,7 @@ def training_handlers(
     final_model: bool = False,
     tag_name: str = "train_loss",
     checkpoint_every_s: float = 60.0,
+    max_steps: int = 0,
 ) -> list:
     """Handlers of a trainer, in the order they fire.
 
@@ -47,6 +48,7 @@ def training_handlers(
         final_model: without an evaluator, write ``checkpoint["model"]`` as ``model.pt`` when training completes.
         tag_name: TensorBoard name of the loss.
         checkpoint_every_s: interval checkpoints at most this often (seconds; the last epoch is always saved).
+        max_steps: end training after this many optimizer steps, mid-epoch if need be (0: run to ``max_epochs``).
     """
     state = dict(checkpoint) | ({"lr_scheduler": lr_scheduler} if lr_scheduler is not None else {})
     handlers: list = [
@@ -60,6 +62,7 @@ def training_handlers(
         handlers += [ValidationSchedule(val_interval), ValidationHandler(validator=evaluator, epoch_level=True, interval=val_interval),
                      EarlyStopping(evaluator, patience, start_epoch=patience_start_epoch)]
     handlers += [
+        StepLimit(max_steps),
         NaNGuard(ckpt_dir=ckpt_dir),
         AtomicCheckpointSaver(save_dir=ckpt_dir, save_dict=state, save_engine_as="trainer", save_interval=1, n_saved=1, epoch_level=True,
                               min_seconds=checkpoint_every_s),
@@ -84,12 +87,12 @@ class TrainingHandlers:
 
     Args:
         rank: the process's rank under DDP; every rank > 0 keeps only what each process must run (resume, LR
-            schedule, validation and its schedule, early stopping, NaN guard); rank 0 also writes checkpoints, logs,
+            schedule, validation and its schedule, early stopping, step limit, NaN guard); rank 0 also writes checkpoints, logs,
             curves and the progress bar.
         kwargs: the arguments of :func:`training_handlers`.
     """
 
-    EVERY_RANK = (ResumeFromCheckpoint, LrScheduleHandler, ValidationSchedule, ValidationHandler, EarlyStopping, NaNGuard)
+    EVERY_RANK = (ResumeFromCheckpoint, LrScheduleHandler, ValidationSchedule, ValidationHandler, EarlyStopping, StepLimit, NaNGuard)
 
     def __init__(self, rank: int = 0, **kwargs: Any) -> None:
         chain = training_handlers(**kwargs)

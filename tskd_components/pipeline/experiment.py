@@ -61,7 +61,7 @@ class ExperimentSpec:
     student_name: str = ""  # a registered student and a decoder for every ViT student stage (default: the bundles')
     decoder: str = ""
     num_workers: int = 0  # data-loader workers of every stage (0: load in the training process, the bundles' default)
-    distill_steps: int = 0  # 0: the scale's distill_epochs (a larger transfer set gets more steps); N: ~N steps at any size
+    distill_steps: int = 0  # 0: the scale's distill_epochs (a larger transfer set gets more steps); N: N steps at any size
 
     def __post_init__(self) -> None:
         if unknown := sorted(set(self.methods) - set(METHODS)):
@@ -94,6 +94,15 @@ class ExperimentSpec:
 def epochs_for(steps: int, num_items: int, batch_size: int) -> int:
     """Epochs giving about ``steps`` iterations over ``num_items`` items."""
     return max(1, round(steps / math.ceil(num_items / batch_size)))
+
+
+def step_budget(steps: int, num_items: int, batch_size: int) -> dict[str, int]:
+    """Overrides that train for exactly ``steps`` iterations over ``num_items`` items: ``max_epochs`` (the whole
+    epochs they need) and, where those would take more steps, ``max_steps`` to end the last epoch early. A budget
+    that whole epochs meet names no ``max_steps`` (its stages keep the signatures they had before the limit existed)."""
+    per_epoch = math.ceil(num_items / batch_size)
+    epochs = math.ceil(steps / per_epoch)
+    return {"max_epochs": epochs, **({"max_steps": steps} if epochs * per_epoch != steps else {})}
 
 
 class Experiment:
@@ -178,9 +187,10 @@ class Experiment:
         cache, run = folder / "cache", folder / "run"
         weights = run / PRETRAINED_FILE
         batch = json.loads((configs_dir("tskd_distill") / "train.json").read_text())["batch_size"]
-        epochs = epochs_for(self.spec.distill_steps, len(load_transfer_set(transfer)), batch) if self.spec.distill_steps else self.p.distill_epochs
+        budget = (step_budget(self.spec.distill_steps, len(load_transfer_set(transfer)), batch) if self.spec.distill_steps
+                  else {"max_epochs": self.p.distill_epochs})
         overrides = {**self._common(dataset), **self._sam(), **self._student(), "seed": seed, "cache_dir": str(cache), "transfer_dir": str(transfer),
-                     "teacher_weights": str(teacher or ""), "max_epochs": epochs, "output_dir": str(run),
+                     "teacher_weights": str(teacher or ""), **budget, "output_dir": str(run),
                      "export_path": str(weights)}
         frozen = [Path(self.spec.sam_checkpoint)] if self.spec.sam_checkpoint else []  # TA-KD's teacher: the checkpoint itself
         teacher_input = [teacher] if teacher is not None else frozen
