@@ -29,7 +29,8 @@ class ResumeFromCheckpoint:
     engine it is attached to (under ``engine_key``). Does nothing when ``enabled`` is false or no checkpoint exists.
 
     With ``signature`` (the run's settings), a checkpoint left by a run with other settings (another dataset,
-    label budget, seed, ...; ``max_epochs``, ``max_steps`` and output locations may change) is refused instead of silently continued.
+    label budget, seed, ...; ``max_epochs``, ``max_steps`` and output locations may change) is refused instead of
+    silently continued.
 
     A changed ``max_epochs`` changes a cosine schedule's length (``CosineAnnealingLR.T_max``, built from the new
     settings): the restored scheduler takes the new length and the learning rate continues on the new cosine from
@@ -214,9 +215,9 @@ class RunRecorder:
 
 class TrainingCurves:
     """Append per-epoch means of the loss (and its parts, for dict outputs), the learning rate and validation
-    metrics to ``training_log.csv`` in ``output_dir`` (an epoch a step limit ends early gets its row too), and redraw ``training_curves.png`` every ``plot_every``
-    epochs and when the run completes (a redraw costs ~0.2 s, a tenth of a small epoch). Attach to the trainer;
-    pass the validation evaluator to log its metrics too."""
+    metrics to ``training_log.csv`` in ``output_dir`` (an epoch a step limit ends early gets its row too), and
+    redraw ``training_curves.png`` every ``plot_every`` epochs and when the run completes (a redraw costs ~0.2 s, a
+    tenth of a small epoch). Attach to the trainer; pass the validation evaluator to log its metrics too."""
 
     def __init__(self, output_dir: str, evaluator: Engine | None = None, optimizer: torch.optim.Optimizer | None = None,
                  plot_every: int = 10) -> None:
