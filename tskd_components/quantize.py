@@ -55,10 +55,10 @@ QUANTIZED_OPS = ("Conv", "Gemm")
 
 
 def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarray], op_types: tuple[str, ...] | None = QUANTIZED_OPS,
-                  quant_format: QuantFormat = QuantFormat.QDQ) -> Path:
+                  quant_format: QuantFormat = QuantFormat.QDQ, extra_options: dict[str, Any] | None = None) -> Path:
     """Static int8 quantization of the ONNX model ``fp32`` into ``int8`` (per-channel int8 weights, uint8 activations
     whose ranges come from running ``calibration`` inputs) of the ``op_types`` nodes (``None``: every op ONNX Runtime
-    can quantize), in ``quant_format``, written atomically."""
+    can quantize), in ``quant_format`` with ONNX Runtime's ``extra_options``, written atomically."""
     int8 = Path(int8)
     prepared = atomic_path(int8.with_name(int8.stem + "_prep.onnx"))  # scratch: the pre-processed fp32 model
     try:
@@ -66,7 +66,7 @@ def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarr
             quant_pre_process(str(fp32), str(prepared))
             quantize_static(str(prepared), str(out), ImageReader(session(Path(fp32)).get_inputs()[0].name, calibration),
                             quant_format=quant_format, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=list(op_types) if op_types else None)
+                            op_types_to_quantize=list(op_types) if op_types else None, extra_options=extra_options)
     finally:
         prepared.unlink(missing_ok=True)
     return int8
