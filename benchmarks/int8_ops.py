@@ -32,7 +32,7 @@ from onnxruntime.quantization import QuantFormat
 from tskd_components.data import load_transfer_set, preprocessing, sample_dataset_dir
 from tskd_components.networks import create_student
 from tskd_components.networks.decoders import DECODERS
-from tskd_components.quantize import QUANTIZED_OPS, median_ms, quantize_onnx, session
+from tskd_components.quantize import QUANTIZED_OPS, latency_rounds, quantize_onnx, session
 
 CHOICES = {
     "every op (ORT default), QDQ": dict(op_types=None),
@@ -90,10 +90,7 @@ def measure(decoder: str, args: argparse.Namespace) -> None:
         for i, (name, kwargs) in enumerate(CHOICES.items()):
             files[name] = quantize_onnx(files["fp32"], Path(tmp) / f"{decoder}_int8_{i}.onnx", calibration, **kwargs)
         sessions = {name: session(path, args.threads) for name, path in files.items()}
-        rounds: dict[str, list[float]] = {name: [] for name in sessions}
-        for _ in range(args.rounds):
-            for name, s in sessions.items():
-                rounds[name].append(median_ms(s, x, args.repeats) / b)
+        rounds = {name: [ms / b for ms in times] for name, times in latency_rounds(sessions, x, args.repeats, args.rounds).items()}
         reference = sessions["fp32"].run(None, {"image": x})[0].argmax(1)
         base = statistics.median(rounds["fp32"])
         print(f"ViT-Tiny + {decoder} decoder:")

@@ -84,6 +84,16 @@ def median_ms(model: onnxruntime.InferenceSession, x: np.ndarray, repeats: int) 
     return 1000 * statistics.median(times)
 
 
+def latency_rounds(models: dict[str, onnxruntime.InferenceSession], x: np.ndarray, repeats: int, rounds: int = 3) -> dict[str, list[float]]:
+    """Per model, the :func:`median_ms` of each of ``rounds`` rounds; every round runs every model in turn, so that
+    drifting background load hits all models alike (compare their medians over rounds)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].append(median_ms(model, x, repeats))
+    return times
+
+
 def _dice(model: onnxruntime.InferenceSession, images: list[np.ndarray], labels: list[torch.Tensor], num_classes: int) -> float:
     """Mean foreground Dice of the session's argmax predictions at the model's input size."""
     metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
@@ -98,7 +108,7 @@ def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibrat
     """``models/model.onnx`` of a student bundle (see :func:`tskd_components.deploy.export_with_parity`) ->
     ``models/model_int8.onnx`` (QDQ, :data:`QUANTIZED_OPS` with per-channel int8 weights and uint8 activations
     calibrated on the first ``num_calibration`` training images of ``dataset_dir``); then Dice of both models on its test split and the
-    latency of each at batch 1. Writes and returns ``models/int8_report.json``."""
+    latency of each at batch 1 (median of 3 interleaved rounds). Writes and returns ``models/int8_report.json``."""
     models = Path(bundle_root) / "models"
     fp32 = models / "model.onnx"
     if not fp32.is_file():
@@ -116,7 +126,7 @@ def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibrat
     quantize_onnx(fp32, models / INT8_FILE, calibration)
     sessions = {"fp32": session(fp32), "int8": session(models / INT8_FILE)}
     dice = {k: _dice(run, images, labels, num_classes) for k, run in sessions.items()}
-    latency = {k: median_ms(run, images[0], repeats) for k, run in sessions.items()}
+    latency = {k: statistics.median(v) for k, v in latency_rounds(sessions, images[0], repeats).items()}
     report = {"calibration_images": len(calibration), "test_images": len(images), "image_size": size,
               "dice_fp32": dice["fp32"], "dice_int8": dice["int8"], "dice_difference": dice["int8"] - dice["fp32"],
               "latency_ms_fp32": latency["fp32"], "latency_ms_int8": latency["int8"], "speedup": latency["fp32"] / latency["int8"],
