@@ -7,9 +7,10 @@ and Amdahl's ceiling on fp32 / int8 from those profiles (:func:`int8_ceiling`).
 Random weights, calibrated on 16 images of the in-repo HC18 sample; each model is exported at a fixed batch size
 (``--batch-size``: 1 is an interactive request, 8 a folder of images at once), latencies are per image.
 Each latency is the median of ``--rounds`` interleaved rounds (each the median of ``--repeats`` runs), so drifting
-background load hits every model alike. Each decoder is measured in a fresh process (its fp32 baseline and every int8
-model side by side in that process): measured after the UNETR student's models in one process, the light student's
-fp32 latency read 37.8 ms against 25.2 ms alone (2026-12-05, AMD EPYC Zen 4), which skewed every ratio of the second.
+background load hits every model alike. On a 2-vCPU VM the speed of two threads can sit at one of two levels for
+seconds to minutes (the Zen 4 VM of 2026-12-05: fp32 light student 25 or 36.5 ms, switching also within one process,
+no steal time reported; one thread steady at 44 ms), and int8 suffers more in the slow one: compare models within one
+run, and rerun (or use ``--threads 1``) when rounds disagree.
 ``argmax agreement`` is the share of pixels whose class matches the fp32 model's on a held-out image.
 """
 
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import concurrent.futures
 import json
-import multiprocessing
 import statistics
 import tempfile
 from pathlib import Path
@@ -119,9 +118,8 @@ def main() -> None:
         parser.error("--batch-size must be 1 to 8 (16 calibration and 8 held-out images of the in-repo sample)")
     print(f"onnxruntime {onnxruntime.__version__}, CPU, batch {args.batch_size}, {args.image_size} px, {args.threads or 'default'} threads",
           flush=True)
-    for decoder in args.decoders:  # one fresh process per decoder, so that no decoder runs after another's models
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pool.submit(measure, decoder, args).result()
+    for decoder in args.decoders:
+        measure(decoder, args)
 
 
 if __name__ == "__main__":
