@@ -7,7 +7,7 @@ and Amdahl's ceiling on fp32 / int8 from those profiles (:func:`int8_ceiling`).
 Random weights, calibrated on 16 images of the in-repo HC18 sample; each model is exported at a fixed batch size
 (``--batch-size``: 1 is an interactive request, 8 a folder of images at once), latencies are per image.
 Each latency is the median of ``--rounds`` interleaved rounds (each the median of ``--repeats`` runs), so drifting
-background load hits every model alike. On a 2-vCPU VM the speed of two threads can sit at one of two levels for
+background load hits every model alike; ``fp32 / this`` is the median of the rounds' ratios (``paired_speedup``). On a 2-vCPU VM the speed of two threads can sit at one of two levels for
 seconds to minutes (the Zen 4 VM of 2026-12-05: fp32 light student 25 or 36.5 ms, switching also within one process,
 no steal time reported; one thread steady at 44 ms), and int8 suffers more in the slow one: compare models within one
 run, and rerun (or use ``--threads 1``) when rounds disagree.
@@ -31,7 +31,7 @@ from onnxruntime.quantization import QuantFormat
 from tskd_components.data import load_transfer_set, preprocessing, sample_dataset_dir
 from tskd_components.networks import create_student
 from tskd_components.networks.decoders import DECODERS
-from tskd_components.quantize import QUANTIZED_OPS, latency_rounds, quantize_onnx, session
+from tskd_components.quantize import QUANTIZED_OPS, latency_rounds, paired_speedup, quantize_onnx, session
 
 CHOICES = {
     "every op (ORT default), QDQ": dict(op_types=None),
@@ -91,12 +91,11 @@ def measure(decoder: str, args: argparse.Namespace) -> None:
         sessions = {name: session(path, args.threads) for name, path in files.items()}
         rounds = {name: [ms / b for ms in times] for name, times in latency_rounds(sessions, x, args.repeats, args.rounds).items()}
         reference = sessions["fp32"].run(None, {"image": x})[0].argmax(1)
-        base = statistics.median(rounds["fp32"])
         print(f"ViT-Tiny + {decoder} decoder:")
         for name, times in rounds.items():
             agreement = float((sessions[name].run(None, {"image": x})[0].argmax(1) == reference).mean())
             print(f"  {name:34s} {statistics.median(times):6.1f} ms/image  (rounds {', '.join(f'{t:.1f}' for t in times)})  "
-                  f"fp32 / this x{base / statistics.median(times):.2f}  argmax agreement {agreement:.4f}")
+                  f"fp32 / this x{paired_speedup(rounds['fp32'], times):.2f}  argmax agreement {agreement:.4f}")
         profiles = {name: op_times(files[name], x) for name in ("fp32", "Conv+Gemm, QDQ (ours)", "every op (ORT default), QDQ")}
         for name, profile in profiles.items():
             print(f"  time per op type, {name}: total {sum(ms for _, ms in profile) / b:.1f} ms; "

@@ -32,7 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", type=Path, help="a fine-tune stage folder (models/model.pt, run/config.resolved.json)")
     parser.add_argument("--calibration", type=int, default=32, help="training images that calibrate the activations")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per round (each round times fp32 then int8)")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
@@ -48,7 +49,8 @@ def main() -> None:
         write_json(root / "configs" / "inference.json", inference | {k: config[k] for k in ("student_name", "decoder") if config.get(k)}, indent=4)
         write_input_size(root / "configs", int(config["image_size"]), int(config["in_channels"]), read_dataset_info(config["dataset_dir"]).classes)
         parity = export_with_parity(root)
-        report = quantize_int8(root, config["dataset_dir"], num_calibration=args.calibration, repeats=args.repeats, threads=args.threads)
+        report = quantize_int8(root, config["dataset_dir"], num_calibration=args.calibration, repeats=args.repeats, rounds=args.rounds,
+                               threads=args.threads)
     report = {"stage": str(args.stage), "student": f"{config['student_name']} + {config['decoder']}",
               "onnx_max_abs_diff": parity["onnx_max_abs_diff"], **report}
     print(json.dumps(report, indent=1))

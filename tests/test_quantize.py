@@ -9,7 +9,7 @@ import pytest
 from tests.bundles.conftest import BUNDLES, run_bundle
 from tests.conftest import SAMPLE
 from tskd_components.deploy import export_with_parity, write_input_size
-from tskd_components.quantize import INT8_FILE, INT8_REPORT, quantize_int8
+from tskd_components.quantize import INT8_FILE, INT8_REPORT, paired_speedup, quantize_int8
 
 
 def test_int8_student_keeps_its_dice_and_holds_int8_weights(tmp_path):
@@ -32,3 +32,9 @@ def test_int8_student_keeps_its_dice_and_holds_int8_weights(tmp_path):
     graph = onnx.load(str(root / "models" / INT8_FILE)).graph
     assert any(init.data_type == onnx.TensorProto.INT8 for init in graph.initializer)  # weights stored as int8
     assert sum(node.op_type == "QuantizeLinear" for node in graph.node) > 10
+
+
+def test_speedup_pairs_the_rounds():
+    # rounds 1 and 3: the machine at one speed for both models; round 2: fp32 timed fast, int8 slow. The median of
+    # the rounds' ratios is 2; the ratio of the medians (30 / 10) would read 3.
+    assert paired_speedup([10.0, 30.0, 40.0], [5.0, 30.0, 10.0]) == 2.0

@@ -86,12 +86,19 @@ def median_ms(model: onnxruntime.InferenceSession, x: np.ndarray, repeats: int) 
 
 def latency_rounds(models: dict[str, onnxruntime.InferenceSession], x: np.ndarray, repeats: int, rounds: int = 3) -> dict[str, list[float]]:
     """Per model, the :func:`median_ms` of each of ``rounds`` rounds; every round runs every model in turn, so that
-    drifting background load hits all models alike (compare their medians over rounds)."""
+    drifting background load hits all models alike (compare them round by round: :func:`paired_speedup`)."""
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
             times[name].append(median_ms(model, x, repeats))
     return times
+
+
+def paired_speedup(base: list[float], other: list[float]) -> float:
+    """Median over rounds of ``base / other`` (two models' :func:`latency_rounds`): each ratio is taken between runs
+    a fraction of a second apart, so a machine whose speed shifts between levels (a 2-vCPU VM's second thread) does not
+    set one model's median in one level and the other's in the other."""
+    return statistics.median(b / o for b, o in zip(base, other))
 
 
 def _dice(model: onnxruntime.InferenceSession, images: list[np.ndarray], labels: list[torch.Tensor], num_classes: int) -> float:
@@ -104,12 +111,13 @@ def _dice(model: onnxruntime.InferenceSession, images: list[np.ndarray], labels:
     return float(metric.aggregate())
 
 
-def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibration: int = 32, repeats: int = 20, threads: int = 0) -> dict[str, Any]:
+def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibration: int = 32, repeats: int = 5, rounds: int = 15,
+                  threads: int = 0) -> dict[str, Any]:
     """``models/model.onnx`` of a student bundle (see :func:`tskd_components.deploy.export_with_parity`) ->
     ``models/model_int8.onnx`` (QDQ, :data:`QUANTIZED_OPS` with per-channel int8 weights and uint8 activations
     calibrated on the first ``num_calibration`` training images of ``dataset_dir``); then Dice of both models on its test split and the
-    latency of each at batch 1 (median of 3 interleaved rounds; ``threads`` intra-op threads, 0: one per physical
-    core). Writes and returns ``models/int8_report.json``."""
+    latency of each at batch 1 over ``rounds`` interleaved rounds of ``repeats`` runs (``threads`` intra-op threads, 0: one
+    per physical core), the speed-up by :func:`paired_speedup`. Writes and returns ``models/int8_report.json``."""
     models = Path(bundle_root) / "models"
     fp32 = models / "model.onnx"
     if not fp32.is_file():
@@ -127,10 +135,12 @@ def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibrat
     quantize_onnx(fp32, models / INT8_FILE, calibration)
     sessions = {"fp32": session(fp32, threads), "int8": session(models / INT8_FILE, threads)}
     dice = {k: _dice(run, images, labels, num_classes) for k, run in sessions.items()}
-    latency = {k: statistics.median(v) for k, v in latency_rounds(sessions, images[0], repeats).items()}
+    times = latency_rounds(sessions, images[0], repeats, rounds)
+    latency = {k: statistics.median(v) for k, v in times.items()}
     report = {"calibration_images": len(calibration), "test_images": len(images), "image_size": size,
               "dice_fp32": dice["fp32"], "dice_int8": dice["int8"], "dice_difference": dice["int8"] - dice["fp32"],
-              "latency_ms_fp32": latency["fp32"], "latency_ms_int8": latency["int8"], "speedup": latency["fp32"] / latency["int8"],
+              "latency_ms_fp32": latency["fp32"], "latency_ms_int8": latency["int8"], "speedup": paired_speedup(times["fp32"], times["int8"]),
+              "rounds": rounds, "repeats": repeats,
               "size_mb_fp32": fp32.stat().st_size / 1e6, "size_mb_int8": (models / INT8_FILE).stat().st_size / 1e6,
               "threads": threads or "one per physical core", "onnxruntime": onnxruntime.__version__}
     write_json(models / INT8_REPORT, report)
