@@ -35,6 +35,6 @@ def test_int8_student_keeps_its_dice_and_holds_int8_weights(tmp_path):
 
 
 def test_speedup_pairs_the_rounds():
-    # rounds 1 and 3: the machine at one speed for both models; round 2: fp32 timed fast, int8 slow. The median of
-    # the rounds' ratios is 2; the ratio of the medians (30 / 10) would read 3.
+    # three rounds whose fp32 / int8 ratios are 2, 1 and 4: the median of the ratios is 2, where the ratio of the
+    # medians (30 / 10) would read 3
     assert paired_speedup([10.0, 30.0, 40.0], [5.0, 30.0, 10.0]) == 2.0
