@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=32, help="training images that calibrate the activations")
     parser.add_argument("--repeats", type=int, default=5, help="runs per round (each round times fp32 then int8)")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--no-spinning", action="store_true", help="idle ONNX Runtime worker threads sleep instead of spin-waiting")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = parser.parse_args()
@@ -50,7 +51,7 @@ def main() -> None:
         write_input_size(root / "configs", int(config["image_size"]), int(config["in_channels"]), read_dataset_info(config["dataset_dir"]).classes)
         parity = export_with_parity(root)
         report = quantize_int8(root, config["dataset_dir"], num_calibration=args.calibration, repeats=args.repeats, rounds=args.rounds,
-                               threads=args.threads)
+                               threads=args.threads, spinning=not args.no_spinning)
     report = {"stage": str(args.stage), "student": f"{config['student_name']} + {config['decoder']}",
               "onnx_max_abs_diff": parity["onnx_max_abs_diff"], **report}
     print(json.dumps(report, indent=1))

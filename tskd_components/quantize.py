@@ -39,11 +39,14 @@ class ImageReader(CalibrationDataReader):
         self._it = iter(self._images)
 
 
-def session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
+def session(path: Path, threads: int = 0, spinning: bool = True) -> onnxruntime.InferenceSession:
     """A CPU ONNX Runtime session of ``path`` with ``threads`` intra-op threads (0: ONNX Runtime's default, one per
-    physical core)."""
+    physical core). ``spinning=False`` lets idle worker threads sleep instead of spin-waiting (ONNX Runtime's
+    ``session.intra_op.allow_spinning``): on a 2-vCPU VM the spinning default ran the light student's fp32 model at
+    25 or 36.5 ms depending on the VM's state, without spinning at a steady 27-28 ms (2026-12-05)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -53,12 +56,18 @@ def session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
 # end to end, no choice of ops was faster than the others beyond the machine's run-to-run noise, and none reached 1.5x.
 QUANTIZED_OPS = ("Conv", "Gemm")
 
+# The Gemm outputs stay fp32 (QGemm writes them directly) rather than being requantized to uint8 and dequantized again
+# for the LayerNorm / GELU / attention that read them: fp32 / int8 1.62x against 1.52x for the light student and 1.50x
+# against 1.46x for UNETR, same pixel agreement (2 cores with AVX-512 VNNI, paired rounds, benchmarks/int8_ops.py, 2026-12-05).
+EXTRA_OPTIONS = {"OpTypesToExcludeOutputQuantization": ["Gemm"]}
+
 
 def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarray], op_types: tuple[str, ...] | None = QUANTIZED_OPS,
-                  quant_format: QuantFormat = QuantFormat.QDQ, extra_options: dict[str, Any] | None = None) -> Path:
+                  quant_format: QuantFormat = QuantFormat.QDQ, extra_options: dict[str, Any] | None = EXTRA_OPTIONS) -> Path:
     """Static int8 quantization of the ONNX model ``fp32`` into ``int8`` (per-channel int8 weights, uint8 activations
     whose ranges come from running ``calibration`` inputs) of the ``op_types`` nodes (``None``: every op ONNX Runtime
-    can quantize), in ``quant_format`` with ONNX Runtime's ``extra_options``, written atomically."""
+    can quantize), in ``quant_format`` with ONNX Runtime's ``extra_options`` (default :data:`EXTRA_OPTIONS`), written
+    atomically."""
     int8 = Path(int8)
     prepared = atomic_path(int8.with_name(int8.stem + "_prep.onnx"))  # scratch: the pre-processed fp32 model
     try:
@@ -66,7 +75,7 @@ def quantize_onnx(fp32: str | Path, int8: str | Path, calibration: list[np.ndarr
             quant_pre_process(str(fp32), str(prepared))
             quantize_static(str(prepared), str(out), ImageReader(session(Path(fp32)).get_inputs()[0].name, calibration),
                             quant_format=quant_format, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=list(op_types) if op_types else None, extra_options=extra_options)
+                            op_types_to_quantize=list(op_types) if op_types else None, extra_options=dict(extra_options or {}))
     finally:
         prepared.unlink(missing_ok=True)
     return int8
@@ -112,12 +121,12 @@ def _dice(model: onnxruntime.InferenceSession, images: list[np.ndarray], labels:
 
 
 def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibration: int = 32, repeats: int = 5, rounds: int = 15,
-                  threads: int = 0) -> dict[str, Any]:
+                  threads: int = 0, spinning: bool = True) -> dict[str, Any]:
     """``models/model.onnx`` of a student bundle (see :func:`tskd_components.deploy.export_with_parity`) ->
-    ``models/model_int8.onnx`` (QDQ, :data:`QUANTIZED_OPS` with per-channel int8 weights and uint8 activations
+    ``models/model_int8.onnx`` (QDQ, :data:`QUANTIZED_OPS` with fp32 Gemm outputs, per-channel int8 weights and uint8 activations
     calibrated on the first ``num_calibration`` training images of ``dataset_dir``); then Dice of both models on its test split and the
     latency of each at batch 1 over ``rounds`` interleaved rounds of ``repeats`` runs (``threads`` intra-op threads, 0: one
-    per physical core), the speed-up by :func:`paired_speedup`. Writes and returns ``models/int8_report.json``."""
+    per physical core; ``spinning`` as in :func:`session`), the speed-up by :func:`paired_speedup`. Writes and returns ``models/int8_report.json``."""
     models = Path(bundle_root) / "models"
     fp32 = models / "model.onnx"
     if not fp32.is_file():
@@ -133,7 +142,7 @@ def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibrat
     labels = [torch.as_tensor(t["label"]) for t in test]
 
     quantize_onnx(fp32, models / INT8_FILE, calibration)
-    sessions = {"fp32": session(fp32, threads), "int8": session(models / INT8_FILE, threads)}
+    sessions = {"fp32": session(fp32, threads, spinning), "int8": session(models / INT8_FILE, threads, spinning)}
     dice = {k: _dice(run, images, labels, num_classes) for k, run in sessions.items()}
     times = latency_rounds(sessions, images[0], repeats, rounds)
     latency = {k: statistics.median(v) for k, v in times.items()}
@@ -142,6 +151,6 @@ def quantize_int8(bundle_root: str | Path, dataset_dir: str | Path, num_calibrat
               "latency_ms_fp32": latency["fp32"], "latency_ms_int8": latency["int8"], "speedup": paired_speedup(times["fp32"], times["int8"]),
               "rounds": rounds, "repeats": repeats,
               "size_mb_fp32": fp32.stat().st_size / 1e6, "size_mb_int8": (models / INT8_FILE).stat().st_size / 1e6,
-              "threads": threads or "one per physical core", "onnxruntime": onnxruntime.__version__}
+              "threads": threads or "one per physical core", "spinning": spinning, "onnxruntime": onnxruntime.__version__}
     write_json(models / INT8_REPORT, report)
     return report
