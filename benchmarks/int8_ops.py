@@ -7,10 +7,11 @@ and Amdahl's ceiling on fp32 / int8 from those profiles (:func:`int8_ceiling`).
 Random weights, calibrated on 16 images of the in-repo HC18 sample; each model is exported at a fixed batch size
 (``--batch-size``: 1 is an interactive request, 8 a folder of images at once), latencies are per image.
 Each latency is the median of ``--rounds`` interleaved rounds (each the median of ``--repeats`` runs), so drifting
-background load hits every model alike; ``fp32 / this`` is the median of the rounds' ratios (``paired_speedup``). On a 2-vCPU VM the speed of two threads can sit at one of two levels for
-seconds to minutes (the Zen 4 VM of 2026-12-05: fp32 light student 25 or 36.5 ms, switching also within one process,
-no steal time reported; one thread steady at 44 ms), and int8 suffers more in the slow one: compare models within one
-run, and rerun (or use ``--threads 1``) when rounds disagree.
+background load hits every model alike; ``fp32 / this`` is the median of the rounds' ratios (``paired_speedup``).
+On a 2-vCPU VM the speed of two spinning threads can sit at one of two levels for seconds to minutes (the Zen 4 VM of
+2026-12-05: fp32 light student 25 or 36.5 ms, switching also within one process, no steal time reported; one thread
+steady at 44 ms), and int8 suffers more in the slow one: read the rounds, and rerun when they disagree. The per-op
+profiles (and so the ceiling) are single unpaired runs and do not have that protection.
 ``argmax agreement`` is the share of pixels whose class matches the fp32 model's on a held-out image.
 """
 

@@ -57,8 +57,9 @@ def session(path: Path, threads: int = 0, spinning: bool = True) -> onnxruntime.
 QUANTIZED_OPS = ("Conv", "Gemm")
 
 # The Gemm outputs stay fp32 (QGemm writes them directly) rather than being requantized to uint8 and dequantized again
-# for the LayerNorm / GELU / attention that read them: fp32 / int8 1.62x against 1.52x for the light student and 1.50x
-# against 1.46x for UNETR, same pixel agreement (2 cores with AVX-512 VNNI, paired rounds, benchmarks/int8_ops.py, 2026-12-05).
+# for the LayerNorm / GELU / attention that read them: fp32 / int8 1.57-1.62x against 1.52x for the light student and
+# 1.50-1.56x against 1.46-1.54x for UNETR in two runs, same pixel agreement (2 cores with AVX-512 VNNI, paired rounds,
+# benchmarks/int8_ops.py, 2026-12-05; docs/results/student_variants).
 EXTRA_OPTIONS = {"OpTypesToExcludeOutputQuantization": ["Gemm"]}
 
 
