@@ -166,3 +166,29 @@ def test_tskd_package_zips_a_fine_tune_stage(trained_student, tmp_path, capsys):
     assert (tmp_path / "zoo" / "tskd_student_segmentation" / "scripts" / "student.py").is_file()
     assert main(["package", str(tmp_path / "finetune"), str(tmp_path / "dist")]) == 2  # not a stage: one clear line
     assert "is not a finished fine-tune stage" in capsys.readouterr().err
+
+
+def test_tskd_export_writes_torchscript_onnx_and_int8_of_a_fine_tune_stage(trained_student, tmp_path, capsys):
+    import onnx
+
+    from tskd_components.pipeline.cli import main
+
+    stage = tmp_path / "finetune" / "scratch_n4_s0"
+    shutil.copytree(trained_student / "models", stage / "models")
+    shutil.copytree(trained_student / "runs" / "hc18_n4_s0", stage / "run")
+    out = tmp_path / "exported"
+    assert main(["export", str(stage), str(out), "--int8", "--threads", "1", "--no-spinning"]) == 0
+    assert "int8: test Dice" in capsys.readouterr().out
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["student"] == "vit_tiny + light" and report["input_shape"] == [1, 3, 64, 64]
+    assert report["onnx_max_abs_diff"] <= 1e-4 and report["torchscript_max_abs_diff"] <= 1e-4
+    int8 = report["int8"]
+    assert int8 == json.loads((out / "int8_report.json").read_text()) and int8["threads"] == 1 and int8["spinning"] is False
+    assert abs(int8["dice_difference"]) <= 0.02 and int8["size_mb_int8"] < 0.5 * int8["size_mb_fp32"]
+    graph = onnx.load(str(out / "model_int8.onnx")).graph
+    # the Gemm outputs stay fp32: no QuantizeLinear reads a Gemm's output
+    gemm_outputs = {o for node in graph.node if node.op_type == "Gemm" for o in node.output}
+    assert gemm_outputs and not any(n.op_type == "QuantizeLinear" and n.input[0] in gemm_outputs for n in graph.node)
+    assert all((out / name).is_file() for name in ("model.ts", "model.onnx", "export_parity.json"))
+    assert main(["export", str(tmp_path / "finetune"), str(out)]) == 2  # not a stage: one clear line
+    assert "is not a finished fine-tune stage" in capsys.readouterr().err

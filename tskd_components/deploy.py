@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
 import torch
 from monai.bundle import ConfigParser, ckpt_export, onnx_export
 
-from .utils.io import write_json
+from .utils.io import atomic_write, write_json
 from .utils.weights import file_digest, read_state_dict
 
 
@@ -155,6 +156,63 @@ def package_bundle(bundle_root: str | Path, output_dir: str | Path, run_dir: str
     archive = shutil.make_archive(str(out / name), "zip", root_dir=stage.parent, base_dir=name)
     shutil.rmtree(stage.parent)
     return Path(archive)
+
+
+def student_bundle_from_stage(stage_dir: str | Path, bundle_root: str | Path) -> dict[str, Any]:
+    """Copy the repository's student bundle to ``bundle_root`` with the weights of a fine-tune stage of ``tskd
+    experiment`` / ``pipeline`` (``models/model.pt`` and ``run/config.resolved.json``), its ``inference.json`` set to
+    the network they were trained as (student, decoder, input size, channels, classes); returns the stage's resolved
+    training config (its ``decoder`` read from the weights for runs from before the config named it)."""
+    import shutil
+
+    from .data import read_dataset_info
+    from .networks.student_weights import trained_decoder
+    from .pipeline.stages import bundles_dir
+
+    stage, root = Path(stage_dir), Path(bundle_root)
+    weights, resolved = stage / "models" / "model.pt", stage / "run" / "config.resolved.json"
+    if not weights.is_file() or not resolved.is_file():
+        raise FileNotFoundError(f"{stage} is not a finished fine-tune stage (needs models/model.pt and run/config.resolved.json); "
+                                "pass a folder such as <run-dir>/<dataset>/finetune/ts_kd_n10_s0")
+    shutil.copytree(bundles_dir() / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
+    (root / "models").mkdir()
+    shutil.copy(weights, root / "models" / "model.pt")
+    config = json.loads(resolved.read_text())
+    config["decoder"] = config.get("decoder") or trained_decoder(read_state_dict(weights))
+    inference = json.loads((root / "configs" / "inference.json").read_text())
+    write_json(root / "configs" / "inference.json", inference | {k: config[k] for k in ("student_name", "decoder") if config.get(k)}, indent=4)
+    write_input_size(root / "configs", int(config["image_size"]), int(config["in_channels"]), read_dataset_info(config["dataset_dir"]).classes)
+    return config
+
+
+EXPORTED = ("model.ts", "model.onnx", "export_parity.json")
+
+
+def export_stage(stage_dir: str | Path, output_dir: str | Path, int8: bool = False, **int8_options: Any) -> dict[str, Any]:
+    """``tskd export``: the student of a fine-tune stage as TorchScript and ONNX with their parity against PyTorch
+    (:func:`export_with_parity`) and, with ``int8``, as a static int8 ONNX model with its test-split Dice against
+    fp32 and the latency of both, calibrated on the stage's training dataset
+    (:func:`tskd_components.quantize.quantize_int8` with ``int8_options``: threads, spinning, num_calibration,
+    repeats, rounds). The files land in ``output_dir``; returns the report written there as ``export_report.json``."""
+    import shutil
+    import tempfile
+
+    from .quantize import INT8_FILE, INT8_REPORT, quantize_int8
+
+    out = Path(output_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "tskd_student_segmentation"
+        config = student_bundle_from_stage(stage_dir, root)
+        report: dict[str, Any] = {"stage": str(stage_dir), "student": f"{config.get('student_name') or 'vit_tiny'} + {config['decoder']}",
+                                  **export_with_parity(root)}
+        if int8:
+            report["int8"] = quantize_int8(root, config["dataset_dir"], **int8_options)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in EXPORTED + ((INT8_FILE, INT8_REPORT) if int8 else ()):
+            with atomic_write(out / name) as target:
+                shutil.copyfile(root / "models" / name, target)
+    write_json(out / "export_report.json", report)
+    return report
 
 
 def package_stage(stage_dir: str | Path, output_dir: str | Path, weights_url: str = "") -> Path:

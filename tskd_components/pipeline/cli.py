@@ -157,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--weights-url", default="", help="where model.pt will be hosted (large_files.yml's URL; default: the "
                       "file:// path of the copy written beside the zip)")
 
+    exp_ = sub.add_parser("export", help="TorchScript + ONNX of a fine-tuned student with output parity; --int8: static int8 ONNX "
+                          "with its test Dice and latency against fp32")
+    exp_.add_argument("stage_dir", help="a fine-tune stage folder, e.g. runs/exp/hc18/finetune/ts_kd_n10_s0")
+    exp_.add_argument("output_dir", help="where model.ts, model.onnx (and model_int8.onnx) and their reports are written")
+    exp_.add_argument("--int8", action="store_true", help="also quantize to int8 (calibrated on the stage's training images)")
+    exp_.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads of the latency check (0: one per physical core)")
+    exp_.add_argument("--no-spinning", action="store_true", help="idle ONNX Runtime worker threads sleep instead of spin-waiting "
+                      "(steadier on small VMs)")
+
     rep = sub.add_parser("report", help="rebuild results.csv, report.md and the figures of a run folder")
     rep.add_argument("--run-dir", help="run folder: rebuild everything from its result cells")
     rep.add_argument("--paired-from-csv", help="only print the paired-difference tables (95%% CIs) of a results.csv")
@@ -232,6 +241,17 @@ def run_command(args: argparse.Namespace, command: str) -> int:
         archive = package_stage(args.stage_dir, args.output_dir, args.weights_url)
         print(f"bundle: {archive}\nweights: {archive.with_name(archive.stem + '_model.pt')} (large_files.yml points to "
               f"{args.weights_url or 'this file'}; host it and pass --weights-url to share the bundle)")
+        return 0
+    if args.command == "export":
+        from ..deploy import export_stage
+
+        report = export_stage(args.stage_dir, args.output_dir, int8=args.int8, threads=args.threads, spinning=not args.no_spinning)
+        print(f"TorchScript / ONNX max |difference| to PyTorch: {report['torchscript_max_abs_diff']:.2e} / {report['onnx_max_abs_diff']:.2e}")
+        if args.int8:
+            q = report["int8"]
+            print(f"int8: test Dice {q['dice_int8']:.4f} (fp32 {q['dice_fp32']:.4f}), {q['latency_ms_int8']:.1f} ms against "
+                  f"{q['latency_ms_fp32']:.1f} ms -> x{q['speedup']:.2f}, {q['size_mb_int8']:.1f} MB against {q['size_mb_fp32']:.1f} MB")
+        print(f"files: {Path(args.output_dir) / 'export_report.json'} and the models beside it")
         return 0
     if args.command == "synthesis":
         from ..foundation import resolve_pool
