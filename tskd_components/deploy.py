@@ -219,10 +219,7 @@ def package_stage(stage_dir: str | Path, output_dir: str | Path, weights_url: st
     """``tskd package``: zip the student of a fine-tune stage of ``tskd experiment`` / ``pipeline`` (a folder with
     ``models/model.pt``, ``run/`` and ``result.json``) as a zoo bundle: the repository's student bundle configs, docs
     and licence, this stage's weights, and the method and teacher its ``result.json`` records."""
-    import shutil
     import tempfile
-
-    from .pipeline.stages import bundles_dir
 
     stage = Path(stage_dir)
     result_file = stage / "result.json"
@@ -232,8 +229,6 @@ def package_stage(stage_dir: str | Path, output_dir: str | Path, weights_url: st
     result = json.loads(result_file.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "tskd_student_segmentation"
-        shutil.copytree(bundles_dir() / "tskd_student_segmentation", root, ignore=shutil.ignore_patterns("models", "runs", "eval"))
-        (root / "models").mkdir()
-        shutil.copy(stage / "models" / "model.pt", root / "models" / "model.pt")
+        student_bundle_from_stage(stage, root)
         return package_bundle(root, output_dir, stage / "run", method=result["method"], teacher=result.get("teacher", "none"),
                               weights_url=weights_url)
