@@ -4,7 +4,8 @@ The fine-tune stage's weights go into a copy of the student bundle built as they
 size and classes from the run's resolved config), which is exported to ONNX (`export_with_parity`) and quantized
 (`quantize_int8`: static QDQ, calibrated on training images), as `tskd export <stage> <folder> --int8` does, with
 the quantizer's settings exposed and the report printed in the form of the committed result files. Both models run
-in this process on the same inputs, so the speed-up is a ratio measured side by side. Usage (2 CPU cores, nothing else running):
+in this process on the same inputs, so the speed-up is a ratio measured side by side. Usage (2 CPU cores, nothing
+else running):
 
     python benchmarks/int8_parity.py runs/student_256/hc18/finetune/ts_kd_n20_s0 --threads 2 \
         --out docs/results/student_variants/int8_256px_hc18.json
